@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     shrink_guard_percent: float = Field(20.0, ge=0, le=100)
     max_changes: int = Field(25, ge=0)
     raw_page_retention_days: int = Field(120, ge=0)
+    staging_retention_runs: int = Field(14, ge=1)
+    lock_wait_seconds: float = Field(0.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("okta_org_url", mode="before")

@@ -1,0 +1,200 @@
+"""The nightly sync without an orchestrator, and the object both runners share.
+
+`NightlySync` holds one run's context; its methods are the stages.  `run_nightly` calls them in
+order; `flows/nightly.py` calls the same methods from Prefect tasks.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from okta_flex_sync.db import make_engine, upgrade, writer_lock
+from okta_flex_sync.observability import redact
+from okta_flex_sync.settings import ConfigError, Settings
+from tasks import store
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutOfDate(ConfigError):
+    pass
+
+
+def open_database(settings: Settings) -> Engine:
+    """An engine on an up-to-date schema: SQLite upgrades itself, Postgres must be upgraded explicitly."""
+    engine = make_engine(settings.database_url)
+    if settings.is_sqlite:
+        upgrade(engine)
+        return engine
+    from alembic.script import ScriptDirectory
+
+    from okta_flex_sync.db import alembic_config, current_revision
+
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    rev = current_revision(engine)
+    if rev != head:
+        engine.dispose()
+        raise SchemaOutOfDate(f"database schema is at {rev or 'nothing'}, expected {head}: "
+                              f"run `okta-flex-sync db upgrade` first")
+    return engine
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    counts: dict
+    summary: dict
+    report_paths: dict[str, Path] = field(default_factory=dict)
+    severities: dict = field(default_factory=dict)
+    repaired: int = 0
+
+
+class NightlySync:
+    """One nightly run: prepare -> extract -> publish -> repair -> report."""
+
+    def __init__(self, settings: Settings, *, full: bool = False, apply: bool = False,
+                 max_changes: int | None = None, allow_shrink: bool = False, strip_deactivated: bool = False,
+                 delete_orphans: bool = False, progress=None, flow_name: str = "nightly-sync",
+                 okta=None, taskrouter=None):
+        settings.require_sources()
+        self.settings = settings
+        self.force_full = full
+        self.apply = apply
+        self.max_changes = settings.max_changes if max_changes is None else max_changes
+        self.allow_shrink = allow_shrink
+        self.strip_deactivated = strip_deactivated
+        self.delete_orphans = delete_orphans
+        self.progress = progress
+        self.flow_name = flow_name
+        self._okta, self._taskrouter = okta, taskrouter
+        self.engine: Engine | None = None
+        self.ctx = None
+        self.extracted = None
+        self.published = None
+        self.repaired = 0
+        self.deferred_error: Exception | None = None
+
+    # The writer lock spans the whole run; both runners enter it around the stages.
+    @contextlib.contextmanager
+    def locked(self):
+        self.engine = open_database(self.settings)
+        try:
+            with writer_lock(self.engine, self.settings.okta_org_url, wait_seconds=self.settings.lock_wait_seconds):
+                yield self
+        finally:
+            self.engine.dispose()
+
+    def _clients(self):
+        from tasks.okta_client import OktaClient
+        from tasks.taskrouter_client import TaskRouterClient
+
+        if self._okta is None:
+            self._okta = OktaClient.from_settings(self.settings)
+        if self._taskrouter is None:
+            self._taskrouter = TaskRouterClient.from_settings(self.settings)
+        return self._okta, self._taskrouter
+
+    def prepare(self) -> str:
+        from tasks.sync import SyncContext, plan_mode
+
+        abandoned = store.abandon_stale_runs(self.engine)
+        if abandoned:
+            log.warning("discarded %d run(s) that stopped before finishing: %s", len(abandoned), ", ".join(abandoned))
+        full, since = plan_mode(self.engine, self.settings, full=self.force_full)
+        params = {"full": full, "apply": self.apply, "max_changes": self.max_changes,
+                  "updated_since": since.isoformat() if since else None}
+        run_id, started = store.open_run(self.engine, flow=self.flow_name, org_url=self.settings.okta_org_url,
+                                         parameters=params)
+        self.ctx = SyncContext(self.settings, self.engine, run_id, started, self.settings.okta_org_url, full, since,
+                               progress=self.progress or (lambda *a: None))
+        log.info("run %s: %s pull%s", run_id, "full" if full else "incremental",
+                 f" of users updated since {since:%Y-%m-%d %H:%M:%S}Z" if since else "")
+        return run_id
+
+    def extract(self):
+        from tasks.sync import extract
+
+        okta, tr = self._clients()
+        store.discard_run(self.engine, self.ctx.run_id)  # a retried extract starts from a clean landing
+        self.extracted = extract(self.ctx, okta, tr)
+        self.extracted.requests = {"okta": okta.stats.as_dict(), "taskrouter": tr.stats.as_dict()}
+        return self.extracted
+
+    def publish(self):
+        from tasks.sync import publish
+
+        self.published = publish(self.ctx, self.extracted, allow_shrink=self.allow_shrink)
+        return self.published
+
+    def repair(self) -> int:
+        if not self.apply:
+            return 0
+        from tasks.repair import RepairRefused, repair_workers
+
+        _, tr = self._clients()
+        try:
+            self.repaired = repair_workers(self.engine, tr, self.ctx.run_id, self.published,
+                                           settings=self.settings, max_changes=self.max_changes,
+                                           strip_deactivated=self.strip_deactivated,
+                                           delete_orphans=self.delete_orphans)
+        except RepairRefused as exc:  # still write the reports, then fail the run
+            log.error("%s", exc)
+            self.deferred_error = exc
+        return self.repaired
+
+    def raise_deferred(self) -> None:
+        if self.deferred_error is not None:
+            raise self.deferred_error
+
+    def report(self) -> RunOutcome:
+        from tasks.sync import report
+
+        doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode="apply" if self.apply else "dry-run")
+        severities: dict[str, int] = {}
+        for f in doc["findings"]:
+            severities[f["severity"]] = severities.get(f["severity"], 0) + 1
+        return RunOutcome(self.ctx.run_id, doc["counts"], doc["summary"], paths, severities, self.repaired)
+
+    def fail(self, exc: BaseException) -> None:
+        """Undo what the run landed and record why it failed (never with a secret in it)."""
+        if self.ctx is None:
+            return
+        msg = redact(f"{type(exc).__name__}: {exc}", self.settings.secret_values())
+        published = self.published is not None
+        try:
+            if not published:
+                store.discard_run(self.engine, self.ctx.run_id)
+            status = "aborted" if type(exc).__name__ == "ShrinkGuardError" else "failed"
+            store.finish_run(self.engine, self.ctx.run_id, status=status, error=msg)
+        except Exception:  # the original error matters more than the bookkeeping
+            log.exception("could not record the failure of run %s", self.ctx.run_id)
+
+    def close(self) -> None:
+        for c in (self._okta, self._taskrouter):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    c.close()
+
+
+def run_nightly(settings: Settings, **options) -> RunOutcome:
+    """The whole nightly run in this process, without Prefect."""
+    job = NightlySync(settings, **options)
+    try:
+        with job.locked():
+            job.prepare()
+            try:
+                job.extract()
+                job.publish()
+                job.repair()
+                outcome = job.report()
+                job.raise_deferred()
+                return outcome
+            except BaseException as exc:
+                job.fail(exc)
+                raise
+    finally:
+        job.close()

@@ -1,0 +1,314 @@
+"""Everything the pipeline reads from and writes to the database (SQLAlchemy Core).
+
+A run writes in two phases.  *Landing*: raw pages and normalized records stream into the staging
+tables keyed by `run_id`, committed as they arrive so memory stays flat.  *Publishing*: one
+transaction refreshes the user mirror, writes role history and findings, moves the watermark and
+marks the run succeeded.  Readers of the published tables (`okta_users`, `role_history`,
+`drift_findings`, the views) therefore never see a half-loaded run, and a failed or killed run
+leaves them exactly as they were; its landed rows are removed by `discard_run` (at once on
+failure, or by the next run after a kill).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, fields
+from datetime import datetime, timezone
+
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+
+from models.records import AppAssignment, Finding, OktaUser, Worker
+from models.tables import (
+    VALID_TO_CURRENT,
+    drift_findings,
+    okta_users,
+    raw_pages,
+    repair_audit,
+    role_history,
+    staged_app_assignments,
+    staged_okta_users,
+    staged_workers,
+    sync_runs,
+    watermarks,
+)
+from okta_flex_sync.db import batch_size_for, chunked, insert_batches
+from tasks.history import HistoryChange, HistoryState
+
+_USER_FIELDS = [f.name for f in fields(OktaUser)]
+_ASSIGNMENT_FIELDS = [f.name for f in fields(AppAssignment)]
+_WORKER_FIELDS = [f.name for f in fields(Worker)]
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the form every timestamp column uses."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or utcnow()
+    return f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+def open_run(engine: Engine, *, flow: str, org_url: str | None, parameters: dict,
+             run_id: str | None = None, started_at: datetime | None = None) -> tuple[str, datetime]:
+    started_at = started_at or utcnow()
+    run_id = run_id or new_run_id(started_at)
+    with engine.begin() as conn:
+        conn.execute(insert(sync_runs).values(run_id=run_id, flow=flow, org_url=org_url, started_at=started_at,
+                                              status="running", parameters=parameters, counts={}, watermarks={}))
+    return run_id, started_at
+
+
+def finish_run(engine_or_conn, run_id: str, *, status: str, counts: dict | None = None,
+               watermarks_: dict | None = None, error: str | None = None) -> None:
+    values = {"status": status, "finished_at": utcnow()}
+    if counts is not None:
+        values["counts"] = counts
+    if watermarks_ is not None:
+        values["watermarks"] = watermarks_
+    if error is not None:
+        values["error"] = error[:2000]
+    stmt = update(sync_runs).where(sync_runs.c.run_id == run_id).values(**values)
+    if isinstance(engine_or_conn, Connection):
+        engine_or_conn.execute(stmt)
+    else:
+        with engine_or_conn.begin() as conn:
+            conn.execute(stmt)
+
+
+def discard_run(engine: Engine, run_id: str) -> None:
+    """Remove what a run landed (it never published); keep its sync_runs row for the record."""
+    with engine.begin() as conn:
+        for t in (staged_okta_users, staged_app_assignments, staged_workers, raw_pages, drift_findings):
+            conn.execute(delete(t).where(t.c.run_id == run_id))
+
+
+def abandon_stale_runs(engine: Engine) -> list[str]:
+    """Runs still marked running while we hold the writer lock died mid-way: discard their landing."""
+    with engine.connect() as conn:
+        stale = list(conn.execute(select(sync_runs.c.run_id).where(sync_runs.c.status == "running")).scalars())
+    for run_id in stale:
+        discard_run(engine, run_id)
+        finish_run(engine, run_id, status="abandoned", error="the process stopped before the run finished")
+    return stale
+
+
+def last_run(conn: Connection, *, flows: Sequence[str] = ("nightly-sync",), org_url: str | None = None,
+             status: str = "succeeded") -> dict | None:
+    q = select(sync_runs).where(sync_runs.c.status == status, sync_runs.c.flow.in_(flows))
+    if org_url is not None:
+        q = q.where(sync_runs.c.org_url == org_url)
+    row = conn.execute(q.order_by(sync_runs.c.started_at.desc()).limit(1)).mappings().first()
+    return dict(row) if row else None
+
+
+def get_run(conn: Connection, run_id: str) -> dict | None:
+    row = conn.execute(select(sync_runs).where(sync_runs.c.run_id == run_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def recent_runs(conn: Connection, limit: int = 30) -> list[dict]:
+    rows = conn.execute(select(sync_runs).where(sync_runs.c.status == "succeeded")
+                        .order_by(sync_runs.c.started_at.desc()).limit(limit)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+# --- landing ------------------------------------------------------------------------------
+
+def land_users(conn: Connection, run_id: str, users: Iterable[OktaUser]) -> int:
+    return insert_batches(conn, staged_okta_users, ({"run_id": run_id, **asdict(u)} for u in users))
+
+
+def land_assignments(conn: Connection, run_id: str, rows: Iterable[AppAssignment]) -> int:
+    return insert_batches(conn, staged_app_assignments, ({"run_id": run_id, **asdict(a)} for a in rows))
+
+
+def land_workers(conn: Connection, run_id: str, rows: Iterable[Worker]) -> int:
+    return insert_batches(conn, staged_workers, ({"run_id": run_id, **asdict(w)} for w in rows))
+
+
+def unland(conn: Connection, run_id: str, source: str, keys: Sequence[str]) -> None:
+    """Remove landed records of this run (a later page listed them again)."""
+    table, col = {"users": (staged_okta_users, "okta_user_id"), "assignments": (staged_app_assignments, "okta_user_id"),
+                  "workers": (staged_workers, "worker_sid")}[source]
+    for part in chunked(list(keys), 500):
+        conn.execute(delete(table).where(table.c.run_id == run_id, table.c[col].in_(part)))
+
+
+def land_raw_page(conn: Connection, run_id: str, source: str, seq: int, *, url: str, fetched_at: datetime,
+                  body: bytes, item_count: int) -> None:
+    conn.execute(insert(raw_pages).values(run_id=run_id, source=source, seq=seq, url=url, fetched_at=fetched_at,
+                                          item_count=item_count, body_gz=gzip.compress(body, compresslevel=1)))
+
+
+def iter_raw_pages(conn: Connection, run_id: str, source: str) -> Iterable[dict]:
+    """Yield the decoded JSON documents of a run's raw pages in order."""
+    q = (select(raw_pages.c.seq, raw_pages.c.body_gz).where(raw_pages.c.run_id == run_id, raw_pages.c.source == source)
+         .order_by(raw_pages.c.seq))
+    for _seq, body in conn.execute(q):
+        yield json.loads(gzip.decompress(body))
+
+
+# --- reading staged data back as records ----------------------------------------------------
+
+def _user(row) -> OktaUser:
+    return OktaUser(**{k: row[k] for k in _USER_FIELDS})
+
+
+def _assignment(row) -> AppAssignment:
+    return AppAssignment(**{k: row[k] for k in _ASSIGNMENT_FIELDS})
+
+
+def _worker(row) -> Worker:
+    return Worker(**{k: row[k] for k in _WORKER_FIELDS})
+
+
+def staged_assignments(conn: Connection, run_id: str) -> dict[str, AppAssignment]:
+    rows = conn.execute(select(staged_app_assignments).where(staged_app_assignments.c.run_id == run_id)).mappings()
+    return {r["okta_user_id"]: _assignment(r) for r in rows}
+
+
+def staged_worker_list(conn: Connection, run_id: str) -> list[Worker]:
+    rows = conn.execute(select(staged_workers).where(staged_workers.c.run_id == run_id)
+                        .order_by(staged_workers.c.worker_sid)).mappings()
+    return [_worker(r) for r in rows]
+
+
+def mirror_users(conn: Connection, user_ids: Iterable[str]) -> dict[str, OktaUser]:
+    ids = list(user_ids)
+    out: dict[str, OktaUser] = {}
+    for part in chunked(ids, batch_size_for(conn, 1) // 2 or 1):
+        rows = conn.execute(select(okta_users).where(okta_users.c.okta_user_id.in_(part))).mappings()
+        out.update((r["okta_user_id"], _user(r)) for r in rows)
+    return out
+
+
+def find_owner(conn: Connection, name: str) -> OktaUser | None:
+    """The Okta user whose login, or else email, equals `name` case-insensitively."""
+    key = (name or "").lower()
+    if not key:
+        return None
+    for col in (okta_users.c.login, okta_users.c.email):
+        row = conn.execute(select(okta_users).where(func.lower(col) == key)
+                           .order_by(okta_users.c.okta_user_id).limit(1)).mappings().first()
+        if row:
+            return _user(row)
+    return None
+
+
+def count_mirror(conn: Connection) -> int:
+    return conn.execute(select(func.count()).select_from(okta_users)).scalar_one()
+
+
+# --- publishing -------------------------------------------------------------------------------
+
+def refresh_mirror(conn: Connection, run_id: str, *, full: bool) -> list[str]:
+    """Bring `okta_users` up to this run's staged users; returns ids deleted from Okta (full runs)."""
+    staged_ids = select(staged_okta_users.c.okta_user_id).where(staged_okta_users.c.run_id == run_id)
+    deleted: list[str] = []
+    if full:
+        deleted = list(conn.execute(select(okta_users.c.okta_user_id)
+                                    .where(okta_users.c.okta_user_id.not_in(staged_ids))).scalars())
+        conn.execute(delete(okta_users))
+    else:
+        conn.execute(delete(okta_users).where(okta_users.c.okta_user_id.in_(staged_ids)))
+    cols = [c.name for c in staged_okta_users.columns if c.name != "run_id"]
+    src = select(*[staged_okta_users.c[c] for c in cols], staged_okta_users.c.run_id).where(
+        staged_okta_users.c.run_id == run_id)
+    conn.execute(insert(okta_users).from_select([*cols, "run_id"], src))
+    return deleted
+
+
+def current_history(conn: Connection) -> dict[str, tuple[HistoryState, datetime]]:
+    q = select(role_history).where(role_history.c.valid_to == VALID_TO_CURRENT)
+    out = {}
+    for r in conn.execute(q).mappings():
+        state = HistoryState(r["okta_user_id"], r["login"], r["app_username"], r["status"], bool(r["assigned"]),
+                             r["roles"], r["full_name"], r["email"])
+        out[r["okta_user_id"]] = (state, r["valid_from"])
+    return out
+
+
+def apply_history(conn: Connection, run_id: str, changes: Sequence[HistoryChange], *, source: str = "nightly") -> int:
+    """Close current rows and open new ones. The unique (user, valid_to) key rejects a second
+    current row, so two colliding writers cannot both succeed."""
+    closing = [{"uid": c.state.okta_user_id, "at": c.effective_at} for c in changes if c.closes_current]
+    if closing:
+        stmt = (update(role_history)
+                .where(and_(role_history.c.okta_user_id == _bind("uid"), role_history.c.valid_to == VALID_TO_CURRENT))
+                .values(valid_to=_bind("at")))
+        for part in chunked(closing, 2000):
+            conn.execute(stmt, list(part))
+    rows = ({**asdict(c.state), "valid_from": c.effective_at, "valid_to": VALID_TO_CURRENT, "run_id": run_id,
+             "source": source} for c in changes)
+    return insert_batches(conn, role_history, rows)
+
+
+def _bind(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
+
+
+def store_findings(conn: Connection, run_id: str, findings: Iterable[Finding]) -> int:
+    return insert_batches(conn, drift_findings, ({"run_id": run_id, **f.as_dict()} for f in findings))
+
+
+def load_findings(conn: Connection, run_id: str) -> list[Finding]:
+    rows = conn.execute(select(drift_findings).where(drift_findings.c.run_id == run_id)
+                        .order_by(drift_findings.c.id)).mappings()
+    return [Finding(**{k: r[k] for k in ("kind", "severity", "okta_user_id", "login", "app_username", "worker_sid",
+                                         "field", "expected", "actual")}) for r in rows]
+
+
+def get_watermark(conn: Connection, org_url: str, stream: str) -> datetime | None:
+    return conn.execute(select(watermarks.c.value).where(watermarks.c.org_url == org_url,
+                                                         watermarks.c.stream == stream)).scalar()
+
+
+def set_watermark(conn: Connection, org_url: str, stream: str, value: datetime, run_id: str) -> None:
+    conn.execute(delete(watermarks).where(watermarks.c.org_url == org_url, watermarks.c.stream == stream))
+    conn.execute(insert(watermarks).values(org_url=org_url, stream=stream, value=value, run_id=run_id,
+                                           updated_at=utcnow()))
+
+
+def record_repair(conn: Connection, **row) -> None:
+    conn.execute(insert(repair_audit).values(**row))
+
+
+def role_counts(conn: Connection) -> dict[str, int]:
+    """How many assigned users currently hold each role (for the report's trend chart)."""
+    counts: dict[str, int] = {}
+    q = select(role_history.c.roles).where(role_history.c.valid_to == VALID_TO_CURRENT, role_history.c.assigned)
+    for (roles,) in conn.execute(q):
+        for r in (roles or "").split(","):
+            if r:
+                counts[r] = counts.get(r, 0) + 1
+    return counts
+
+
+def prune(conn: Connection, *, keep_staging_runs: int, raw_retention_days: int, now: datetime) -> None:
+    """Retention: staging of the last N runs, raw pages for N days (backfill reads them)."""
+    keep = select(sync_runs.c.run_id).order_by(sync_runs.c.started_at.desc()).limit(keep_staging_runs)
+    keep_ids = list(conn.execute(keep).scalars())
+    for t in (staged_okta_users, staged_app_assignments, staged_workers):
+        conn.execute(delete(t).where(t.c.run_id.not_in(keep_ids)))
+    from datetime import timedelta
+
+    conn.execute(delete(raw_pages).where(raw_pages.c.fetched_at < now - timedelta(days=raw_retention_days)))
+
+
+def user_timeline(conn: Connection, login: str, as_of: datetime | None = None) -> list[dict]:
+    q = select(role_history).where(func.lower(role_history.c.login) == login.lower())
+    if as_of is not None:
+        q = q.where(role_history.c.valid_from <= as_of)
+    rows = conn.execute(q.order_by(role_history.c.valid_from, role_history.c.id)).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def rows_as_dicts(rows: Iterable[Mapping]) -> list[dict]:
+    return [dict(r) for r in rows]

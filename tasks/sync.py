@@ -1,0 +1,294 @@
+"""The nightly sync as plain stage functions: extract -> publish -> repair -> report.
+
+`flows/nightly.py` wraps each stage in a Prefect task; `okta_flex_sync.pipeline` calls them
+directly.  Stages share a `SyncContext`; none holds business rules (those live in
+`tasks.normalize`, `tasks.history`, `tasks.reconcile`, `tasks.repair_plan`).
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from models.records import AppAssignment, Finding, OktaUser, Worker
+from okta_flex_sync.settings import Settings
+from tasks import store
+from tasks.history import diff_history
+from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker
+from tasks.reconcile import reconcile, summarize
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (source, pages so far, items so far)
+
+
+class ShrinkGuardError(RuntimeError):
+    """Okta or TaskRouter returned far fewer records than the last run: likely an outage."""
+
+
+@dataclass
+class SyncContext:
+    settings: Settings
+    engine: Engine
+    run_id: str
+    started_at: datetime
+    org_url: str
+    full: bool
+    updated_since: datetime | None
+    progress: Progress = lambda source, pages, items: None  # noqa: E731
+
+
+@dataclass
+class ExtractResult:
+    users_pulled: int = 0
+    assignments: int = 0
+    workers: int = 0
+    pages: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
+    max_user_last_updated: datetime | None = None
+    requests: dict = field(default_factory=dict)
+
+
+@dataclass
+class PublishResult:
+    counts: dict
+    findings: list[Finding]
+    history_rows: int
+    deleted_users: list[str]
+    workers: dict[str, Worker]
+    users: dict[str, OktaUser]
+    assignments: dict[str, AppAssignment]
+
+
+def plan_mode(engine: Engine, settings: Settings, *, full: bool) -> tuple[bool, datetime | None]:
+    """Incremental when a watermark exists for this org, unless a full pull is forced."""
+    if full:
+        return True, None
+    with engine.connect() as conn:
+        mark = store.get_watermark(conn, settings.okta_org_url, "users")
+    if mark is None:
+        return True, None
+    return False, mark - timedelta(seconds=settings.incremental_overlap_seconds)
+
+
+# --- extract ------------------------------------------------------------------------------
+
+_DONE = object()
+
+
+def _produce(q: queue.Queue, source: str, pages: Iterator, convert: Callable, stop: threading.Event) -> None:
+    try:
+        for page in pages:
+            if stop.is_set():
+                return
+            records, skipped = [], []
+            for item in page.items:
+                try:
+                    records.append(convert(item))
+                except MalformedRecord as exc:
+                    rid = item.get("id") or item.get("sid") if isinstance(item, dict) else None
+                    skipped.append({"source": source, "id": str(rid)[:100] if rid else None, "reason": str(exc)[:300]})
+            q.put((source, page, records, skipped))
+        q.put((source, _DONE, None, None))
+    except BaseException as exc:  # hand the failure to the consumer thread
+        q.put((source, exc, None, None))
+
+
+def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
+    """Pull users, Flex assignments and workers concurrently; land every page as it arrives."""
+    s = ctx.settings
+    valid = s.valid_role_set
+    result = ExtractResult()
+    seen: dict[str, set[str]] = {"users": set(), "assignments": set(), "workers": set()}
+
+    def user_conv(raw):
+        return normalize_user(raw, valid_roles=valid, image_url_attribute=s.image_url_attribute)
+
+    def assignment_conv(raw):
+        return normalize_assignment(raw, valid_roles=valid)
+
+    listings = {
+        "users": (okta.iter_user_pages(updated_since=ctx.updated_since), user_conv),
+        "assignments": (okta.iter_app_user_pages(s.okta_flex_app_id), assignment_conv),
+        "workers": (taskrouter.iter_worker_pages(page_size=1000), parse_worker),
+    }
+    q: queue.Queue = queue.Queue(maxsize=16)
+    stop = threading.Event()
+    threads = [threading.Thread(target=_produce, args=(q, src, pages, conv, stop), name=f"extract-{src}", daemon=True)
+               for src, (pages, conv) in listings.items()]
+    for t in threads:
+        t.start()
+    running = len(threads)
+    seq = dict.fromkeys(listings, 0)
+    items = dict.fromkeys(listings, 0)
+    try:
+        while running:
+            source, page, records, skipped = q.get()
+            if page is _DONE:
+                running -= 1
+                continue
+            if isinstance(page, BaseException):
+                raise page
+            seq[source] += 1
+            records, replaced = _dedupe(source, records, seen[source])
+            if source == "users":
+                for u in records:
+                    if u.last_updated and (result.max_user_last_updated is None or u.last_updated > result.max_user_last_updated):
+                        result.max_user_last_updated = u.last_updated
+            with ctx.engine.begin() as conn:
+                store.land_raw_page(conn, ctx.run_id, source, seq[source], url=page.url, fetched_at=page.fetched_at,
+                                    body=page.raw, item_count=len(page.items))
+                if replaced:  # listed twice (e.g. deactivated during the pull): the later listing wins
+                    store.unland(conn, ctx.run_id, source, replaced)
+                LANDERS[source](conn, ctx.run_id, records)
+            items[source] += len(records) - len(replaced)
+            result.skipped.extend(skipped)
+            ctx.progress(source, seq[source], items[source])
+    finally:
+        stop.set()
+        deadline = time.monotonic() + 10
+        while any(t.is_alive() for t in threads) and time.monotonic() < deadline:  # unblock producers on a full queue
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+    result.users_pulled, result.assignments, result.workers = items["users"], items["assignments"], items["workers"]
+    result.pages = dict(seq)
+    _land_missing_assigned_users(ctx, okta, result)
+    return result
+
+
+LANDERS = {"users": store.land_users, "assignments": store.land_assignments, "workers": store.land_workers}
+_KEY = {"users": lambda r: r.okta_user_id, "assignments": lambda r: r.okta_user_id, "workers": lambda r: r.worker_sid}
+
+
+def _dedupe(source: str, records: list, seen: set[str]) -> tuple[list, list[str]]:
+    """Keep the last record per key on a page; report keys already landed from earlier pages."""
+    key = _KEY[source]
+    latest = {key(r): r for r in records}
+    replaced = [k for k in latest if k in seen]
+    seen.update(latest)
+    return list(latest.values()), replaced
+
+
+def _land_missing_assigned_users(ctx: SyncContext, okta, result: ExtractResult) -> None:
+    """An incremental pull may not list an assigned user the mirror has never seen: fetch them."""
+    if ctx.full:
+        return
+    from sqlalchemy import select
+
+    from models.tables import okta_users, staged_app_assignments, staged_okta_users
+
+    with ctx.engine.connect() as conn:
+        known = select(okta_users.c.okta_user_id).union(
+            select(staged_okta_users.c.okta_user_id).where(staged_okta_users.c.run_id == ctx.run_id))
+        missing = list(conn.execute(select(staged_app_assignments.c.okta_user_id).where(
+            staged_app_assignments.c.run_id == ctx.run_id, staged_app_assignments.c.okta_user_id.not_in(known))).scalars())
+    if not missing:
+        return
+    from tasks.http import NotFoundError
+
+    fetched = []
+    for uid in missing:
+        try:
+            raw = okta.get_user(uid)
+        except NotFoundError:
+            continue
+        try:
+            fetched.append(normalize_user(raw, valid_roles=ctx.settings.valid_role_set,
+                                          image_url_attribute=ctx.settings.image_url_attribute))
+        except MalformedRecord as exc:
+            result.skipped.append({"source": "users", "id": uid, "reason": str(exc)[:300]})
+    with ctx.engine.begin() as conn:
+        store.land_users(conn, ctx.run_id, fetched)
+    result.users_pulled += len(fetched)
+
+
+# --- publish ------------------------------------------------------------------------------
+
+def _check_shrink(previous: dict | None, current: dict, *, full: bool, percent: float) -> None:
+    if not previous:
+        return
+    keys = ("okta_users", "assigned_users", "workers") if full else ("assigned_users", "workers")
+    for key in keys:
+        before, now = int(previous.get(key) or 0), int(current.get(key) or 0)
+        if before >= 10 and before - now > 2 and (before - now) * 100.0 / before > percent:
+            raise ShrinkGuardError(
+                f"aborting before any history or repair change: {key} fell from {before} to {now} "
+                f"({(before - now) * 100.0 / before:.0f}% drop, SHRINK_GUARD_PERCENT={percent:g}); "
+                f"if this is real, rerun with --allow-shrink")
+
+
+def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = False) -> PublishResult:
+    """One transaction: shrink guard, user mirror, role history, findings, watermark, run status."""
+    s = ctx.settings
+    with ctx.engine.begin() as conn:
+        previous = store.last_run(conn, org_url=ctx.org_url)
+        assignments = store.staged_assignments(conn, ctx.run_id)
+        workers = store.staged_worker_list(conn, ctx.run_id)
+        probe = {"okta_users": extracted.users_pulled, "assigned_users": len(assignments), "workers": len(workers)}
+        if not allow_shrink:
+            _check_shrink(previous["counts"] if previous else None, probe, full=ctx.full, percent=s.shrink_guard_percent)
+
+        store.refresh_mirror(conn, ctx.run_id, full=ctx.full)
+        current = store.current_history(conn)
+        users = store.mirror_users(conn, set(assignments) | set(current))
+        deleted = sorted((set(assignments) | set(current)) - set(users))
+        changes = diff_history(current, users, assignments, role_source=s.role_source,
+                               observed_at=ctx.started_at, deleted_ids=deleted)
+        history_rows = store.apply_history(conn, ctx.run_id, changes)
+
+        live_assignments = [a for uid, a in assignments.items() if uid in users]
+        findings = reconcile(users, live_assignments, workers, role_source=s.role_source, valid_roles=s.valid_role_set,
+                             find_owner=lambda name: store.find_owner(conn, name))
+        store.store_findings(conn, ctx.run_id, findings)
+
+        counts = {"okta_users": store.count_mirror(conn), "assigned_users": len(assignments), "workers": len(workers),
+                  "users_pulled": extracted.users_pulled, "history_rows_written": history_rows,
+                  "findings": len(findings), "skipped_records": len(extracted.skipped), "pages": extracted.pages,
+                  "skipped_sample": extracted.skipped[:200],
+                  "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests}
+        marks = {}
+        if extracted.max_user_last_updated is not None:
+            prior = store.get_watermark(conn, ctx.org_url, "users")
+            value = max(filter(None, [prior, extracted.max_user_last_updated]))
+            store.set_watermark(conn, ctx.org_url, "users", value, ctx.run_id)
+            marks["users"] = value.isoformat()
+        elif ctx.full:
+            store.set_watermark(conn, ctx.org_url, "users", ctx.started_at, ctx.run_id)
+            marks["users"] = ctx.started_at.isoformat()
+        store.finish_run(conn, ctx.run_id, status="succeeded", counts=counts, watermarks_=marks)
+        store.prune(conn, keep_staging_runs=s.staging_retention_runs, raw_retention_days=s.raw_page_retention_days,
+                    now=ctx.started_at)
+    return PublishResult(counts, findings, history_rows, deleted, {w.worker_sid: w for w in workers}, users,
+                         assignments)
+
+
+# --- report -------------------------------------------------------------------------------
+
+def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: datetime | None = None,
+           mode: str = "dry-run",
+           formats=("json", "csv", "html", "md")) -> tuple[dict, dict[str, Path]]:
+    """Build the drift report of a stored run and write it under REPORT_DIR/<run_id>/."""
+    from tasks.reports import build_report, write_reports
+
+    with engine.connect() as conn:
+        run = store.get_run(conn, run_id)
+        if run is None:
+            raise LookupError(f"no run with id {run_id!r}")
+        findings = store.load_findings(conn, run_id)
+        trend = [{"run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
+                  "summary": (r["counts"] or {}).get("summary", {}), "roles": (r["counts"] or {}).get("roles", {})}
+                 for r in reversed(store.recent_runs(conn, limit=30)) if r["started_at"] <= run["started_at"]]
+    counts = run["counts"] or {}
+    doc = build_report(run_id, generated_at or store.utcnow(), counts, findings, trend=trend,
+                       skipped=counts.get("skipped_sample", []), mode=mode)
+    paths = write_reports(doc, Path(settings.report_dir) / run_id, formats=formats)
+    return doc, paths
