@@ -118,7 +118,7 @@ def writer_lock(engine: Engine, name: str, *, wait_seconds: float = 0.0) -> Iter
     """
     deadline = time.monotonic() + wait_seconds
     if engine.dialect.name == "postgresql":
-        key = _lock_key(name)
+        key = _lock_key("okta-flex-sync-writer")  # one writer per database; `name` only words the message
         conn = engine.connect()
         try:
             while True:

@@ -52,6 +52,13 @@ class RunOutcome:
     severities: dict = field(default_factory=dict)
     repaired: int = 0
 
+    @classmethod
+    def from_report(cls, doc: dict, paths: dict, repaired: int = 0) -> "RunOutcome":
+        severities: dict[str, int] = {}
+        for f in doc["findings"]:
+            severities[f["severity"]] = severities.get(f["severity"], 0) + 1
+        return cls(doc["run_id"], doc["counts"], doc["summary"], paths, severities, repaired)
+
 
 class NightlySync:
     """One nightly run: prepare -> extract -> publish -> repair -> report."""
@@ -154,10 +161,7 @@ class NightlySync:
         from tasks.sync import report
 
         doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode="apply" if self.apply else "dry-run")
-        severities: dict[str, int] = {}
-        for f in doc["findings"]:
-            severities[f["severity"]] = severities.get(f["severity"], 0) + 1
-        return RunOutcome(self.ctx.run_id, doc["counts"], doc["summary"], paths, severities, self.repaired)
+        return RunOutcome.from_report(doc, paths, self.repaired)
 
     def fail(self, exc: BaseException) -> None:
         """Undo what the run landed and record why it failed (never with a secret in it)."""
@@ -198,3 +202,31 @@ def run_nightly(settings: Settings, **options) -> RunOutcome:
                 raise
     finally:
         job.close()
+
+
+def reconcile_latest(settings: Settings, *, source_run_id: str | None = None) -> RunOutcome:
+    """Reconcile an earlier run's staged data again and write fresh reports (no API calls)."""
+    from tasks.sync import reconcile_stored, report
+
+    engine = open_database(settings)
+    try:
+        with writer_lock(engine, settings.okta_org_url or "this database", wait_seconds=settings.lock_wait_seconds):
+            if source_run_id is None:
+                with engine.connect() as conn:
+                    last = store.last_run(conn, org_url=settings.okta_org_url) if settings.okta_org_url else \
+                        store.last_run(conn)
+                if last is None:
+                    raise LookupError("no successful nightly run to reconcile; run `okta-flex-sync run` first")
+                source_run_id = last["run_id"]
+            run_id, _ = store.open_run(engine, flow="reconcile", org_url=settings.okta_org_url,
+                                       parameters={"source_run_id": source_run_id})
+            try:
+                reconcile_stored(engine, settings, run_id, source_run_id)
+            except BaseException as exc:
+                store.discard_run(engine, run_id)
+                store.finish_run(engine, run_id, status="failed", error=redact(str(exc), settings.secret_values()))
+                raise
+            doc, paths = report(engine, settings, run_id)
+        return RunOutcome.from_report(doc, paths)
+    finally:
+        engine.dispose()

@@ -284,7 +284,7 @@ class RateLimitState:
             return  # no budget info, garbage, or a concurrency 429 (not this bucket's budget)
         reset = _to_float(headers.get("x-rate-limit-reset"))
         if reset is not None:
-            reset -= server_clock_offset(headers, now)
+            reset += server_clock_offset(headers, now)  # into local clock time
             if reset - now > MAX_WAIT_SECONDS:
                 # Okta windows are a minute long; a reset further out is nonsense (or milliseconds).
                 if not self._warned_absurd:

@@ -191,11 +191,12 @@ def csv_cell(value: str | None) -> str:
     """One spreadsheet-safe cell: formulas defused with a leading "'", controls made visible."""
     if value is None:
         return ""
-    text = truncate(str(value), CSV_CELL_CHARS)
+    text = str(value)
+    cell = truncate(printable(text), CSV_CELL_CHARS)
     # Excel and LibreOffice skip leading blanks/controls before deciding a cell is a formula.
     if text[:1] in _FORMULA_TRIGGERS or _LEADING_BLANKS.sub("", text, count=1)[:1] in _FORMULA_TRIGGERS:
-        text = "'" + text
-    return printable(text)
+        return "'" + cell
+    return cell
 
 
 def render_csv(report: Mapping) -> str:
@@ -270,7 +271,7 @@ def summary_rows(report: Mapping) -> list[dict]:
 
 def high_severity_rows(report: Mapping, limit: int = ARTIFACT_ROWS) -> list[dict]:
     cols = ("kind", "login", "app_username", "worker_sid", "field", "expected", "actual")
-    return [{c: printable(truncate(f[c], HTML_CELL_CHARS)) if f[c] is not None else "" for c in cols}
+    return [{c: truncate(printable(f[c]), HTML_CELL_CHARS) if f[c] is not None else "" for c in cols}
             for f in high_findings(report)[:limit]]
 
 

@@ -292,3 +292,28 @@ def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: dat
                        skipped=counts.get("skipped_sample", []), mode=mode)
     paths = write_reports(doc, Path(settings.report_dir) / run_id, formats=formats)
     return doc, paths
+
+
+# --- reconcile only -------------------------------------------------------------------------
+
+def reconcile_stored(engine: Engine, settings: Settings, run_id: str, source_run_id: str) -> dict:
+    """Reconcile the staged assignments and workers of an earlier run again, without calling
+    any API (e.g. after changing VALID_ROLES or ROLE_SOURCE); findings go to `run_id`."""
+    with engine.begin() as conn:
+        source = store.get_run(conn, source_run_id)
+        assignments = store.staged_assignments(conn, source_run_id)
+        workers = store.staged_worker_list(conn, source_run_id)
+        if not workers and not assignments:
+            raise LookupError(f"run {source_run_id} has no staged data left (staging keeps the last "
+                              f"{settings.staging_retention_runs} runs)")
+        users = store.mirror_users(conn, assignments)
+        findings = reconcile(users, [a for uid, a in assignments.items() if uid in users], workers,
+                             role_source=settings.role_source, valid_roles=settings.valid_role_set,
+                             find_owner=lambda name: store.find_owner(conn, name))
+        store.store_findings(conn, run_id, findings)
+        counts = {k: v for k, v in (source["counts"] or {}).items() if k in ("okta_users", "skipped_sample")}
+        counts.update({"assigned_users": len(assignments), "workers": len(workers), "findings": len(findings),
+                       "summary": summarize(findings), "roles": store.role_counts(conn),
+                       "source_run_id": source_run_id})
+        store.finish_run(conn, run_id, status="succeeded", counts=counts)
+    return counts

@@ -1,0 +1,35 @@
+# The two set-up commands from the README: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: demo test test-sqlite install bench lint clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the bundled Okta/Flex simulator and run the nightly job against it on SQLite.
+demo: install
+	$(BIN)/okta-flex-sync demo
+
+## Install everything (Python deps, Chromium, Postgres running) and run the whole suite on SQLite and Postgres.
+test: install
+	bash scripts/ensure-test-services.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The suite without Postgres and the browser (quick local loop).
+test-sqlite: install
+	TEST_DATABASES=sqlite $(BIN)/python -m pytest -m "not browser" $(PYTEST_ARGS)
+
+## Benchmarks (prints wall time, requests, 429s and peak RSS per scenario).
+bench: install
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache reports okta_flex_sync_demo.db*
