@@ -288,6 +288,50 @@ def history(
                        f"assigned={'yes' if r['assigned'] else 'no'}")
 
 
+@app.command()
+def backfill(
+    start: str = typer.Option(..., "--start", help="First day to rebuild (YYYY-MM-DD, UTC)."),
+    end: str = typer.Option(..., "--end", help="Last day to rebuild, inclusive (YYYY-MM-DD, UTC)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
+):
+    """Rebuild role history for a past range from stored raw pages and the Okta System Log."""
+    from okta_flex_sync.db import RunLockedError
+    from okta_flex_sync.observability import Progress, redact
+    from tasks.backfill import run_backfill
+
+    settings = _settings()
+    first, last = _parse_day(start, "--start").date(), _parse_day(end, "--end").date()
+    try:
+        with Progress() as progress:
+            result = run_backfill(settings, first, last, dry_run=dry_run, progress=progress)
+    except RunLockedError as exc:
+        _die(str(exc), EXIT_LOCKED)
+    except Exception as exc:
+        from okta_flex_sync.settings import ConfigError
+
+        _die(redact(f"backfill failed: {exc}", settings.secret_values()),
+             EXIT_CONFIG if isinstance(exc, (ConfigError, ValueError)) else EXIT_FAILED)
+    typer.echo(f"backfill {first}..{last}{' (dry run)' if dry_run else ''}: {result}")
+
+
+@app.command("reconcile")
+def reconcile_cmd(
+    run_id: Optional[str] = typer.Option(None, "--run", help="Staged run to reconcile (default: the latest)."),
+):
+    """Reconcile and report again from staged data, without calling Okta or TaskRouter."""
+    from okta_flex_sync.observability import redact
+    from okta_flex_sync.pipeline import reconcile_latest
+
+    settings = _settings()
+    try:
+        outcome = reconcile_latest(settings, source_run_id=run_id)
+    except LookupError as exc:
+        _die(str(exc).strip("'\""), EXIT_FAILED)
+    except Exception as exc:
+        _die(redact(f"reconcile failed: {exc}", settings.secret_values()), EXIT_FAILED)
+    _print_outcome(outcome, apply=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -74,13 +74,18 @@ class Draw:
         return seq[self.next() % len(seq)]
 
 
+_PAIRS = tuple(a + b for a in B62 for b in B62)
+
+
 def b62(n: int, width: int) -> str:
     """Fixed-width base-62 encoding (sorts like the number in byte order)."""
-    out = []
-    for _ in range(width):
-        n, r = divmod(n, 62)
-        out.append(B62[r])
-    return "".join(reversed(out))
+    pairs = []
+    for _ in range(width // 2):
+        n, r = divmod(n, 3844)
+        pairs.append(_PAIRS[r])
+    if width % 2:
+        pairs.append(B62[n % 62])
+    return "".join(reversed(pairs))
 
 
 def unb62(text: str) -> int | None:
@@ -100,9 +105,8 @@ def hex32(key: int, i: int) -> str:
 
 def okta_id(prefix: str, key: int, i: int, suffix: str) -> str:
     """An Okta-style id: 3-char prefix + 17 alphanumerics, ordered by `i`."""
-    head = b62(i * _SLOT + h64(key, i) % _SLOT, 7)
-    tail = b62(h64(key ^ 0xA5A5, i) % (62 ** 7), 7)
-    return f"{prefix}{head}{tail}{suffix}"
+    x = h64(key, i)
+    return f"{prefix}{b62(i * _SLOT + x % _SLOT, 7)}{b62(x >> 20, 7)}{suffix}"
 
 
 def okta_id_index(ident: str) -> int | None:
@@ -126,10 +130,21 @@ def fake_uuid(key: int, i: int, published_ms: int) -> str:
             f"{0x8000 | (a & 0x3FFF):04x}-{b & 0xFFFFFFFFFFFF:012x}")
 
 
+_DAY_PREFIX: dict[int, str] = {}
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
+_THREE_DIGITS = tuple(f"{n:03d}" for n in range(1000))
+
+
 def iso_ms(ms: int) -> str:
-    """Okta timestamp format: `2024-05-05T18:15:44.000Z`."""
-    s, r = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{r:03d}Z"
+    """Okta timestamp format: `2024-05-05T18:15:44.000Z` (hot path: lookup tables only)."""
+    day, rem = divmod(ms, 86_400_000)
+    prefix = _DAY_PREFIX.get(day)
+    if prefix is None:
+        prefix = _DAY_PREFIX[day] = time.strftime("%Y-%m-%dT", time.gmtime(day * 86_400))
+    sec, milli = divmod(rem, 1000)
+    minute, sec = divmod(sec, 60)
+    hour, minute = divmod(minute, 60)
+    return f"{prefix}{_TWO_DIGITS[hour]}:{_TWO_DIGITS[minute]}:{_TWO_DIGITS[sec]}.{_THREE_DIGITS[milli]}Z"
 
 
 def iso_s(ms: int) -> str:

@@ -5,6 +5,7 @@ the pipeline must compare names the way a human would, not byte by byte.
 """
 from __future__ import annotations
 
+import re
 import unicodedata
 
 FIRST_NAMES = (
@@ -109,15 +110,12 @@ def sso_roles(user_type: object) -> list[str]:
     return out
 
 
+_NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+
+
 def contact_identity(email: str) -> str:
     """Flex's client identity: every non-alphanumeric byte becomes `_` + uppercase hex."""
-    out = []
-    for ch in email:
-        if ch.isascii() and ch.isalnum():
-            out.append(ch)
-        else:
-            out.extend(f"_{b:02X}" for b in ch.encode("utf-8"))
-    return "".join(out)
+    return _NON_ALNUM.sub(lambda m: "".join(f"_{b:02X}" for b in m.group().encode("utf-8")), email)
 
 
 def swap_case_once(text: str) -> str:

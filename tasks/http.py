@@ -196,7 +196,8 @@ def _classify_status(response: httpx.Response, *, attempt: int, now: float,
     return Decision(False, None, f"{status} {_error_code(response) or 'client error'} is not retriable")
 
 
-_RETRIABLE_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)
+# Timeouts, refused/reset connections, a peer that hangs up mid-response, a garbled body encoding.
+_RETRIABLE_EXCEPTIONS = (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError, httpx.DecodingError)
 
 
 def classify(response: httpx.Response | None, exc: Exception | None, *, attempt: int, now: float,

@@ -13,8 +13,8 @@ Conventions, decided once here:
 * Every run of Unicode whitespace (tabs, newlines, NBSP, U+2028 ...) collapses to one space and
   the ends are trimmed: the issue says inner whitespace is not drift, and Okta's
   `String.join(" ", first, last)` leaves doubled spaces that Flex then stores verbatim.
-* C0/C1 control characters and lone surrogates are removed: SAML (XML) cannot carry them and
-  Postgres/UTF-8 cannot store them.  Format characters (ZWJ, ...) are kept; emoji need them.
+* C0/C1 control characters (other than whitespace ones) and lone surrogates are removed: SAML
+  (XML) cannot carry them and Postgres/UTF-8 cannot store them.  Format characters (ZWJ, ...) are kept; emoji need them.
 * Text is NFC-normalized and capped at `MAX_TEXT` characters.
 * Roles are split on commas, trimmed, lower-cased, de-duplicated and sorted.  A junk role value
   becomes an invalid entry named after its JSON type or value (`5`, `true`, `<object>`,
@@ -45,8 +45,9 @@ ROLE_SOURCES = ("user_type", "app_user")
 # Already-normal text: printable ASCII words separated by single spaces.
 _is_plain = re.compile(r"[!-~]+(?: [!-~]+)*").fullmatch
 _is_plain_id = re.compile(r"[!-~]{1,%d}" % MAX_ID).fullmatch
-# Controls that are not whitespace (\t \n \v \f \r collapse to a space instead) + lone surrogates.
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# C0/C1 controls that are not Unicode whitespace (\t \n \v \f \r and NEL collapse to a space
+# instead), plus lone surrogates.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff]")
 
 
 class MalformedRecord(ValueError):
@@ -62,7 +63,21 @@ def _clean(s: str, label: str | None = None, problems: list[str] | None = None) 
         if s[:1] == " " or s[-1:] == " " or "  " in s:
             return " ".join(s.split())
         return s
+    if len(s) <= _CACHED_TEXT:  # names repeat: "Zoë" is normalized once per run, not per user
+        s, notes = _clean_cached(s)
+        if notes and problems is not None:
+            problems.extend(f"{label}: {note}" for note in notes)
+        return s
     return _clean_slow(s, label, problems)
+
+
+_CACHED_TEXT = 128
+
+
+@lru_cache(maxsize=16384)
+def _clean_cached(s: str) -> tuple[str, tuple[str, ...]]:
+    notes: list[str] = []
+    return _clean_slow(s, "", notes), tuple(n.removeprefix(": ") for n in notes)
 
 
 def _clean_slow(s: str, label: str | None, problems: list[str] | None) -> str:
@@ -113,6 +128,10 @@ def _text_other(value: object, label: str | None, problems: list[str] | None) ->
 
 
 def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "string"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, dict):
@@ -145,11 +164,14 @@ def full_name(first: object, last: object) -> str:
 
 
 def _full_name(first: object, last: object, problems: list[str] | None = None) -> str:
-    a = _text(first, "profile.firstName", problems)
-    b = _text(last, "profile.lastName", problems)
-    if a and b:
-        return f"{a} {b}"
-    return a or b or ""
+    return _join_name(_text(first, "profile.firstName", problems), _text(last, "profile.lastName", problems))
+
+
+def _join_name(first: str | None, last: str | None) -> str:
+    if first and last:
+        name = f"{first} {last}"
+        return name if len(name) <= MAX_TEXT else name[:MAX_TEXT].rstrip()
+    return first or last or ""
 
 
 def normalize_email(value: object) -> str | None:
@@ -254,14 +276,16 @@ def _roles_field(value: object, valid: frozenset[str], label: str, problems: lis
 
 
 @lru_cache(maxsize=4096)
-def _role_fields_cached(value: str, valid: frozenset[str]) -> tuple[str, str, str]:
-    """_roles_field for a short string, cached: (roles, invalid roles, problem note or "")."""
+def _role_fields_cached(value: str, valid: frozenset[str]) -> tuple[str, str, str, str]:
+    """_roles_field for a short userType, cached: (roles, invalid roles, problem note, storable raw)."""
     problems: list[str] = []
     roles, invalid = _roles_field(value, valid, "", problems)
-    return roles, invalid, "; ".join(p.removeprefix(": ") for p in problems)
+    return roles, invalid, "; ".join(p.removeprefix(": ") for p in problems), _storable(value)
 
 
 # --------------------------------------------------------------------------- records
+
+_fromisoformat = datetime.fromisoformat
 
 
 def parse_timestamp(value: object) -> datetime | None:
@@ -269,8 +293,10 @@ def parse_timestamp(value: object) -> datetime | None:
     if not isinstance(value, str) or len(value) > 64:
         return None
     try:
-        # The usual "...Z" form is parsed naive: it is UTC already and astimezone is slow.
-        dt = datetime.fromisoformat(value[:-1] if value[-1:] == "Z" else value)
+        if value[-1:] == "Z":  # the usual form: parsed naive, it is UTC already (astimezone is slow)
+            dt = datetime.fromisoformat(value[:-1])
+            return dt if dt.tzinfo is None else None
+        dt = datetime.fromisoformat(value)
         if dt.tzinfo is not None:
             dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
     except (ValueError, OverflowError):
@@ -360,21 +386,30 @@ def normalize_user(raw: dict, *, valid_roles: frozenset[str], image_url_attribut
         login = user_id
     user_type = get("userType")
     if type(user_type) is str and len(user_type) <= _CACHED_ROLE_TEXT:
-        roles, invalid, note = _role_fields_cached(user_type, valid_roles)
+        roles, invalid, note, user_type = _role_fields_cached(user_type, valid_roles)
         if note:
             problems.append(f"profile.userType: {note}")
     else:
         roles, invalid = _roles_field(user_type, valid_roles, "profile.userType", problems)
-    last_updated = parse_timestamp(raw.get("lastUpdated"))
-    if last_updated is None and raw.get("lastUpdated") is not None:
-        problems.append("lastUpdated: not an ISO 8601 timestamp")
+        user_type = _storable(user_type) if isinstance(user_type, str) else None
+    stamp = raw.get("lastUpdated")
+    try:  # Okta's "...T12:34:56.789Z" inline; anything else through parse_timestamp
+        last_updated = _fromisoformat(stamp[:-1]) if type(stamp) is str and stamp[-1:] == "Z" else None
+        if last_updated is not None and last_updated.tzinfo is not None:
+            last_updated = None
+    except ValueError:
+        last_updated = None
+    if last_updated is None and stamp is not None:
+        last_updated = parse_timestamp(stamp)
+        if last_updated is None:
+            problems.append("lastUpdated: not an ISO 8601 timestamp")
     return OktaUser(
         okta_user_id=user_id,
         status=status.upper(),
         login=login,
         email=email or None,
-        full_name=f"{first} {last}" if first and last else first or last or "",
-        user_type=_storable(user_type) if isinstance(user_type, str) else None,
+        full_name=_join_name(first, last),
+        user_type=user_type,
         roles=roles,
         invalid_roles=invalid,
         image_url=image_url or None,
@@ -434,7 +469,7 @@ def parse_attributes(raw: object) -> tuple[dict | None, str | None]:
     except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
         return None, f"attributes are not valid JSON ({str(exc)[:80]})"
     if not isinstance(value, dict):
-        return None, f"attributes JSON is a {_json_type(value) if value is not None else 'null'}, not an object"
+        return None, f"attributes JSON is a {_json_type(value)}, not an object"
     return value, None
 
 

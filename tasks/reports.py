@@ -14,6 +14,7 @@ import html
 import io
 import json
 import logging
+import math
 import os
 import re
 import uuid
@@ -50,7 +51,7 @@ _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u20
 _NAMED_ESCAPES = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
 _FORMULA_TRIGGERS = frozenset("=+-@\t\r")
 _LEADING_BLANKS = re.compile(r"^[\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2060\ufeff]*")
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 class ReportError(Exception):
@@ -334,10 +335,11 @@ _JS = """
   function apply(updateHash) {
     var text = q.value.trim().toLowerCase(), n = 0;
     for (var i = 0; i < rows.length; i++) {
-      var f = data.findings[i];
-      var ok = f && (!text || hay[i].indexOf(text) !== -1) &&
-               (!kind.value || f.kind === kind.value) && (!sev.value || f.severity === sev.value);
-      rows[i].hidden = !ok;
+      var row = rows[i];
+      var ok = i < hay.length && (!text || hay[i].indexOf(text) !== -1) &&
+               (!kind.value || row.getAttribute("data-kind") === kind.value) &&
+               (!sev.value || row.getAttribute("data-severity") === sev.value);
+      row.hidden = !ok;
       if (ok) { n++; }
     }
     shown.textContent = String(n);
@@ -378,7 +380,7 @@ def render_html(report: Mapping) -> str:
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_attr(csp)}">',
+        f'<meta http-equiv="Content-Security-Policy" content="{_text(csp)}">',
         '<meta name="referrer" content="no-referrer">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_text(title)}</title>",
@@ -417,10 +419,7 @@ def _json_for_script(findings: Sequence[Mapping]) -> str:
 
 
 def _text(value) -> str:
-    return html.escape(printable(str(value)), quote=True)
-
-
-def _attr(value) -> str:
+    """Escaped for element text and quoted attribute values alike."""
     return html.escape(printable(str(value)), quote=True)
 
 
@@ -456,7 +455,8 @@ def _kinds_table_html(summary: Mapping[str, int]) -> str:
         f'style="background:{KIND_COLORS.get(kind, OTHER_COLOR)}"></span>{_text(kind)}</td>'
         f'<td class="num">{int(n)}</td></tr>'
         for kind, n in summary.items())
-    return f'<table class="kinds"><thead><tr><th>Kind</th><th class="num">Count</th></tr></thead><tbody>{rows}</tbody></table>'
+    return ('<table class="kinds"><thead><tr><th>Kind</th><th class="num">Count</th></tr></thead>'
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _high_html(high: Sequence[Mapping]) -> str:
@@ -477,19 +477,21 @@ def _findings_table_html(findings: Sequence[Mapping], *, table_id: str) -> str:
 
 def _finding_row_html(index: int, f: Mapping) -> str:
     cells = [_severity_badge(f["severity"])] + [_cell_html(f.get(c)) for c in _TABLE_COLS[1:]]
-    return (f'<tr data-i="{index}" data-kind="{_attr(f["kind"])}" data-severity="{_attr(f["severity"])}">'
+    return (f'<tr data-i="{index}" data-kind="{_text(f["kind"])}" data-severity="{_text(f["severity"])}">'
             + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
 
 
 def _filters_html(report: Mapping) -> str:
     kinds = list(dict.fromkeys([*FINDING_KINDS, *report["summary"]]))
     severities = list(dict.fromkeys([*SEVERITIES, *(f["severity"] for f in report["findings"])]))
-    kind_opts = "".join(f'<option value="{_attr(k)}">{_text(k)}</option>' for k in kinds)
-    sev_opts = "".join(f'<option value="{_attr(s)}">{_text(s)}</option>' for s in severities)
+    kind_opts = "".join(f'<option value="{_text(k)}">{_text(k)}</option>' for k in kinds)
+    sev_opts = "".join(f'<option value="{_text(s)}">{_text(s)}</option>' for s in severities)
     return ('<div class="filters" id="filters" hidden>'
-            '<label>Filter <input id="f-q" type="search" placeholder="login, worker, value…" autocomplete="off"></label>'
+            '<label>Filter <input id="f-q" type="search" placeholder="login, worker, value…" '
+            'autocomplete="off"></label>'
             f'<label>Kind <select id="f-kind"><option value="">all kinds</option>{kind_opts}</select></label>'
-            f'<label>Severity <select id="f-severity"><option value="">all severities</option>{sev_opts}</select></label>'
+            '<label>Severity <select id="f-severity"><option value="">all severities</option>'
+            f"{sev_opts}</select></label>"
             "</div>")
 
 
@@ -504,7 +506,8 @@ def _skipped_html(skipped: Sequence[Mapping]) -> str:
 
 # --- SVG charts -------------------------------------------------------------------------------
 
-_CHART_W, _CHART_H = 640, 220
+_CHART_W, _CHART_H = 560, 220
+_LABEL_PX = 76  # room for one "MM-DD HH:MM" axis label
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 44, 12, 12, 40
 
 
@@ -552,7 +555,8 @@ def _axes_svg(y_max: int, runs: Sequence[Mapping], x_of) -> list[str]:
         y = _PAD_T + plot_h * (1 - frac)
         out.append(f'<line x1="{_PAD_L}" x2="{_CHART_W - _PAD_R}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e5e7eb"/>')
         out.append(f'<text x="{_PAD_L - 6}" y="{y + 4:.1f}" text-anchor="end">{round(y_max * frac)}</text>')
-    step = max(1, len(runs) // 6)
+    slot = (_CHART_W - _PAD_L - _PAD_R) / len(runs)
+    step = max(1, math.ceil(_LABEL_PX / slot))
     for i in range(0, len(runs), step):
         out.append(f'<text x="{x_of(i):.1f}" y="{_CHART_H - _PAD_B + 16}" text-anchor="middle">'
                    f"{_text(_run_label(runs[i]))}</text>")
@@ -560,7 +564,7 @@ def _axes_svg(y_max: int, runs: Sequence[Mapping], x_of) -> list[str]:
 
 
 def _svg(label: str, body: Sequence[str]) -> str:
-    return (f'<svg role="img" aria-label="{_attr(label)}" width="{_CHART_W}" height="{_CHART_H}" '
+    return (f'<svg role="img" aria-label="{_text(label)}" width="{_CHART_W}" height="{_CHART_H}" '
             f'viewBox="0 0 {_CHART_W} {_CHART_H}" font-size="11" fill="#6b7280">' + "".join(body) + "</svg>")
 
 
@@ -618,7 +622,7 @@ RENDERERS = {"json": render_json, "csv": render_csv, "html": render_html, "md": 
 
 def run_report_dir(report_root: Path, run_id: str) -> Path:
     """REPORT_DIR/<run_id>, refusing ids that could escape REPORT_DIR (the CLI takes them from users)."""
-    if not _RUN_ID.match(run_id) or ".." in run_id:
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
         raise InvalidRunId(f"run id {truncate(printable(run_id), 40)!r} is not a valid report directory name")
     return Path(report_root) / run_id
 

@@ -277,7 +277,7 @@ def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: dat
            mode: str = "dry-run",
            formats=("json", "csv", "html", "md")) -> tuple[dict, dict[str, Path]]:
     """Build the drift report of a stored run and write it under REPORT_DIR/<run_id>/."""
-    from tasks.reports import build_report, write_reports
+    from tasks.reports import build_report, run_report_dir, write_reports
 
     with engine.connect() as conn:
         run = store.get_run(conn, run_id)
@@ -290,7 +290,7 @@ def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: dat
     counts = run["counts"] or {}
     doc = build_report(run_id, generated_at or store.utcnow(), counts, findings, trend=trend,
                        skipped=counts.get("skipped_sample", []), mode=mode)
-    paths = write_reports(doc, Path(settings.report_dir) / run_id, formats=formats)
+    paths = write_reports(doc, run_report_dir(Path(settings.report_dir), run_id), formats=formats)
     return doc, paths
 
 

@@ -117,6 +117,7 @@ REQ = httpx.Request("GET", URL)
     (httpx.ConnectError("refused", request=REQ), True),
     (httpx.ReadError("connection reset", request=REQ), True),
     (httpx.RemoteProtocolError("peer closed connection", request=REQ), True),
+    (httpx.DecodingError("bad gzip", request=REQ), True),
     (MalformedResponseError("not JSON", status=200), True),
     (ApiError("token endpoint 503", status=503), True),
     (AuthError("token endpoint 401", status=401), False),

@@ -4,7 +4,6 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
-import io
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ from tasks.reports import (
     build_report,
     csv_cell,
     md_escape,
-    render_csv,
     render_html,
     render_json,
     render_markdown,
@@ -402,6 +400,7 @@ def test_unknown_format_is_refused_before_writing(tmp_path):
     ("", False),
     ("a\\b", False),
     ("a\x00b", False),
+    ("run-1\n", False),
 ])
 def test_run_report_dir_refuses_paths_that_escape(tmp_path, run_id, ok):
     if ok:
