@@ -49,12 +49,24 @@ class RedactingFilter(logging.Filter):
 _installed: RedactingFilter | None = None
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at emit time (test runners swap it per invocation)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
 def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     """Plain timestamped lines on stderr; every handler (ours and Prefect's) redacts secrets."""
     global _installed
     root = logging.getLogger()
     if _installed is None:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         _installed = RedactingFilter(secrets)
@@ -64,7 +76,7 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
         if _installed not in h.filters:
             h.addFilter(_installed)
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "alembic.runtime.migration"):
+    for noisy in ("httpx", "httpcore", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

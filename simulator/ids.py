@@ -20,9 +20,10 @@ _TWO64 = float(1 << 64)
 # Byte order of this alphabet is also its numeric order, so fixed-width codes sort like numbers.
 B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _B62_INDEX = {c: i for i, c in enumerate(B62)}
-# Users per id "slot": the id encodes index * _SLOT + jitter, so ids look random yet sort by index.
-_SLOT = 62 ** 3
-MAX_USERS = 62 ** 7 // _SLOT - 1
+# Users per id "slot": the id encodes index * ID_SLOT + jitter, so ids look random yet sort by index.
+ID_SLOT = 62 ** 3
+MAX_USERS = 10_000_000
+_MAX_OFFSET = 62 ** 7 - (MAX_USERS + 1) * ID_SLOT
 
 
 class InvalidCursor(ValueError):
@@ -79,6 +80,11 @@ _PAIRS = tuple(a + b for a in B62 for b in B62)
 
 def b62(n: int, width: int) -> str:
     """Fixed-width base-62 encoding (sorts like the number in byte order)."""
+    if width == 7:  # the hot path (ids): unrolled
+        n, r1 = divmod(n, 3844)
+        n, r2 = divmod(n, 3844)
+        n, r3 = divmod(n, 3844)
+        return B62[n % 62] + _PAIRS[r3] + _PAIRS[r2] + _PAIRS[r1]
     pairs = []
     for _ in range(width // 2):
         n, r = divmod(n, 3844)
@@ -103,18 +109,34 @@ def hex32(key: int, i: int) -> str:
     return f"{h64(key, i):016x}{h64(key ^ 0x5A5A5A5A, i):016x}"
 
 
-def okta_id(prefix: str, key: int, i: int, suffix: str) -> str:
+def id_offset(seed: int) -> int:
+    """A per-org shift of the id space so different seeds' ids do not share a prefix."""
+    return key_of("id-offset", seed) % _MAX_OFFSET
+
+
+def okta_id(prefix: str, key: int, i: int, suffix: str, offset: int = 0) -> str:
     """An Okta-style id: 3-char prefix + 17 alphanumerics, ordered by `i`."""
     x = h64(key, i)
-    return f"{prefix}{b62(i * _SLOT + x % _SLOT, 7)}{b62(x >> 20, 7)}{suffix}"
+    return f"{prefix}{b62(offset + i * ID_SLOT + x % ID_SLOT, 7)}{b62(x >> 20, 7)}{suffix}"
 
 
-def okta_id_index(ident: str) -> int | None:
+def okta_id_index(ident: str, offset: int = 0) -> int | None:
     """The index encoded in an `okta_id` (callers must re-check the full id)."""
     if len(ident) != 20:
         return None
     n = unb62(ident[3:10])
-    return None if n is None else n // _SLOT
+    if n is None or n < offset:
+        return None
+    return (n - offset) // ID_SLOT
+
+
+def token62(key: int, n: int, width: int) -> str:
+    """`width` random-looking alphanumerics from (key, n): request ids, error ids."""
+    out, k = "", 0
+    while len(out) < width:
+        out += b62(h64(key + k, n) % (62 ** 10), 10)
+        k += 1
+    return out[:width]
 
 
 def org_suffix(seed: int) -> str:

@@ -19,8 +19,10 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from simulator.ids import (
-    MAX_USERS, Draw, h64, mix64, hex32, iso_ms, iso_s, key_of, okta_id, okta_id_index, org_suffix, unit,
+    ID_SLOT, MAX_USERS, Draw, b62, h64, hex32, id_offset, iso_ms, iso_s, key_of, mix64, okta_id, okta_id_index, org_suffix,
+    unit,
 )
+
 from simulator.logs import LogRecord, LogStore, RETENTION_MS
 from simulator.people import (
     ALL_USER_STATUSES, CHANNELS, DEPARTMENTS, FIRST_NAMES, HOSTILE_PATCHES, LAST_NAMES,
@@ -94,6 +96,22 @@ class _History:
     changed_attributes: str | None
 
 
+@dataclass(slots=True)
+class _Base:
+    uid: str
+    status: str
+    first: object
+    last: object
+    login: str
+    email: str
+    user_type: object
+    image: str | None
+    department: str
+    title: str
+    hist: _History
+    patch: dict | None
+
+
 @dataclass
 class Assignment:
     """One Flex app assignment (an AppUser)."""
@@ -151,6 +169,17 @@ def _scale(x: int, span: int) -> int:
     return ((x & 0xFFFFFFFF) * span) >> 32
 
 
+_enc = json.encoder.encode_basestring  # C-accelerated, same escaping as json.dumps(ensure_ascii=False)
+
+
+def _q(value: str | None) -> str:
+    return "null" if value is None else f'"{value}"'
+
+
+def _dumps(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
 def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
@@ -171,11 +200,11 @@ class Org:
         seed = config.seed
         self._k_user = key_of("user", seed)
         self._k_status = key_of("status", seed)
-        self._k_id = key_of("id", seed)
         self._k_assign = key_of("assignment", seed)
         self._k_worker = key_of("worker", seed)
         self._k_null = key_of("null-attributes", seed)
         self._suffix = org_suffix(seed)
+        self._offset = id_offset(seed)
         self.app_id = okta_id("0oa", key_of("app", seed), 4242, self._suffix)
         self.user_type_id = okta_id("oty", key_of("type", seed), 7777, self._suffix)
         self.admin_id = okta_id("00u", key_of("admin", seed), 999, self._suffix)
@@ -204,11 +233,12 @@ class Org:
     # ------------------------------------------------------------------ identity helpers
     def user_id(self, index: int) -> str:
         """The Okta id of user `index` (whether or not it still exists)."""
-        return okta_id("00u", self._k_id, index, self._suffix)
+        x = mix64(h64(self._k_status, index) ^ 0x2545F491)
+        return f"00u{b62(self._offset + index * ID_SLOT + x % ID_SLOT, 7)}{b62(x >> 20, 7)}{self._suffix}"
 
     def index_of(self, user_id: str) -> int | None:
         """The index behind a user id, or None when the id is not one of this org's users."""
-        i = okta_id_index(user_id) if isinstance(user_id, str) and user_id.startswith("00u") else None
+        i = okta_id_index(user_id, self._offset) if isinstance(user_id, str) and user_id.startswith("00u") else None
         if i is None or i >= self.users or self.user_id(i) != user_id:
             return None
         return i
@@ -246,15 +276,17 @@ class Org:
             return patch["status"]
         return _STATUS_TABLE[h64(self._k_status, i) % _STATUS_N]
 
-    def _generate(self, i: int) -> tuple[dict, _History]:
-        """Base user `i` exactly as the org was created (ignores mutations).
+    def _base(self, i: int) -> _Base:
+        """Every generated value of base user `i` (the org as created, ignoring mutations).
 
-        Hot path (every listed user): one hash is stretched into 64-bit words and every choice
-        is a slice of them, which is several times faster than a seeded PRNG per user.
+        Hot path (every listed user): one hash is stretched into a few 64-bit words and every
+        choice is a slice of them, several times faster than a seeded PRNG per user.
         """
-        a = h64(self._k_user, i)
+        s = h64(self._k_status, i)
+        a = mix64(s ^ 0x5DEECE66D)
         b = mix64(a ^ 0x1F3D5B79)
-        status = self._status_of(i)
+        patch = self._patches.get(i)
+        status = patch["status"] if patch and "status" in patch else _STATUS_TABLE[s % _STATUS_N]
         first = FIRST_NAMES[(a & 0xFFFF) % _NF]
         last = LAST_NAMES[((a >> 16) & 0xFFFF) % _NL]
         login = f"{_SLUGS[first]}.{_SLUGS[last]}{i}@{DOMAIN}"
@@ -276,45 +308,93 @@ class Org:
             email = login.title()
         else:
             email = login
+        image = f"https://images.{DOMAIN}/avatars/{i}.png" if ((b >> 16) & 0xFFFF) < 26214 else None  # 40 %
+        hist = self._timeline(b, i, status)
+        x = mix64(s ^ 0x2545F491)
+        uid = f"00u{b62(self._offset + i * ID_SLOT + x % ID_SLOT, 7)}{b62(x >> 20, 7)}{self._suffix}"
+        return _Base(uid, status, fn, ln, login, email, _USER_TYPE_TABLE[(b & 0xFFFF) % _USER_TYPE_N], image,
+                     DEPARTMENTS[((b >> 32) & 0xFF) % len(DEPARTMENTS)], TITLES[((b >> 40) & 0xFF) % len(TITLES)],
+                     hist, patch.get("profile") if patch else None)
 
+    def _times(self, hist: _History) -> tuple[str, str | None, str | None, str | None, str]:
+        """(created, activated, statusChanged, lastLogin, lastUpdated) as Okta strings."""
+        activated = iso_ms(hist.activated_ms) if hist.activated_ms else None
+        changed = hist.status_changed_ms
+        return (iso_ms(hist.created_ms), activated,
+                (activated if changed == hist.activated_ms else iso_ms(changed)) if changed else None,
+                iso_ms(hist.last_login_ms) if hist.last_login_ms else None, iso_ms(hist.last_updated_ms))
+
+    def _generate(self, i: int) -> tuple[dict, _History]:
+        """Base user `i` as a User dict (and its history)."""
+        f = self._base(i)
         profile: dict = {}
-        if fn is not ABSENT:
-            profile["firstName"] = fn
-        if ln is not ABSENT:
-            profile["lastName"] = ln
+        if f.first is not ABSENT:
+            profile["firstName"] = f.first
+        if f.last is not ABSENT:
+            profile["lastName"] = f.last
         profile["mobilePhone"] = None
         profile["secondEmail"] = None
-        profile["login"] = login
-        profile["email"] = email
-        user_type = _USER_TYPE_TABLE[(b & 0xFFFF) % _USER_TYPE_N]
-        if user_type is not None:
-            profile["userType"] = user_type
-        if ((b >> 16) & 0xFFFF) < 26214:  # 40 %
-            profile["imageUrl"] = f"https://images.{DOMAIN}/avatars/{i}.png"
+        profile["login"] = f.login
+        profile["email"] = f.email
+        if f.user_type is not None:
+            profile["userType"] = f.user_type
+        if f.image:
+            profile["imageUrl"] = f.image
         profile["employeeNumber"] = str(100000 + i)
-        profile["department"] = DEPARTMENTS[((b >> 32) & 0xFF) % len(DEPARTMENTS)]
-        profile["title"] = TITLES[((b >> 40) & 0xFF) % len(TITLES)]
-        patch = self._patches.get(i)
-        if patch and "profile" in patch:
-            profile.update(patch["profile"])
-        hist = self._timeline(b, i, status)
-        uid = self.user_id(i)
-        activated = iso_ms(hist.activated_ms) if hist.activated_ms else None
+        profile["department"] = f.department
+        profile["title"] = f.title
+        if f.patch:
+            profile.update(f.patch)
+        created, activated, changed, last_login, last_updated = self._times(f.hist)
         user = {
-            "id": uid,
-            "status": status,
-            "created": iso_ms(hist.created_ms),
+            "id": f.uid,
+            "status": f.status,
+            "created": created,
             "activated": activated,
-            "statusChanged": iso_ms(hist.status_changed_ms) if hist.status_changed_ms else None,
-            "lastLogin": iso_ms(hist.last_login_ms) if hist.last_login_ms else None,
-            "lastUpdated": iso_ms(hist.last_updated_ms),
+            "statusChanged": changed,
+            "lastLogin": last_login,
+            "lastUpdated": last_updated,
             "passwordChanged": activated,
             "type": {"id": self.user_type_id},
             "profile": profile,
             "credentials": {"password": {}, "provider": {"type": "OKTA", "name": "OKTA"}},
-            "_links": {"self": {"href": f"{self._users_url}{uid}"}},
+            "_links": {"self": {"href": f"{self._users_url}{f.uid}"}},
         }
-        return user, hist
+        return user, f.hist
+
+    def user_json(self, i: int) -> str | None:
+        """User `i` serialized as JSON, straight from a template for untouched base users.
+
+        Listing pages are dominated by building and encoding dicts; this path does neither.
+        Returns None for a deleted user.  Must equal `json.dumps(peek_user(i))` semantically
+        (a test checks it).
+        """
+        if i in self._deleted:
+            return None
+        override = self._overrides.get(i)
+        if override is not None:
+            return _dumps(override)
+        f = self._base(i)
+        if f.patch:
+            return _dumps(self._generate(i)[0])
+        created, activated, changed, last_login, last_updated = self._times(f.hist)
+        parts = ['{"id":"', f.uid, '","status":"', f.status, '","created":"', created, '","activated":',
+                 _q(activated), ',"statusChanged":', _q(changed), ',"lastLogin":', _q(last_login),
+                 ',"lastUpdated":"', last_updated, '","passwordChanged":', _q(activated),
+                 ',"type":{"id":"', self.user_type_id, '"},"profile":{']
+        if f.first is not ABSENT:
+            parts += ['"firstName":', _enc(f.first), ","]
+        if f.last is not ABSENT:
+            parts += ['"lastName":', _enc(f.last), ","]
+        parts += ['"mobilePhone":null,"secondEmail":null,"login":', _enc(f.login), ',"email":', _enc(f.email)]
+        if f.user_type is not None:
+            parts += [',"userType":', _enc(f.user_type)]
+        if f.image:
+            parts += [',"imageUrl":', _enc(f.image)]
+        parts += [',"employeeNumber":"', str(100000 + i), '","department":', _enc(f.department), ',"title":',
+                  _enc(f.title), '},"credentials":{"password":{},"provider":{"type":"OKTA","name":"OKTA"}},',
+                  '"_links":{"self":{"href":"', self._users_url, f.uid, '"}}}']
+        return "".join(parts)
 
     def _timeline(self, b: int, i: int, status: str) -> _History:
         """Timestamps that agree with the status; recent activity only for assigned users."""

@@ -31,6 +31,8 @@ BACKOFF_CAP_SECONDS = 30.0
 CONCURRENCY_BACKOFF_CAP_SECONDS = 5.0  # a concurrency 429's Reset is only an estimate
 DEFAULT_WINDOW_SECONDS = 1.0  # pacing window when a server sends Remaining but no Reset
 MESSAGE_SNIPPET_CHARS = 200
+THROTTLE_BUDGET_SECONDS = 300.0  # total wait one request may spend on 429s before giving up
+MAX_THROTTLED_ATTEMPTS = 100
 
 _SECRET_QUERY_KEYS = frozenset({
     "access_token", "token", "api_key", "apikey", "key", "secret", "client_secret", "password",
@@ -292,9 +294,9 @@ class RateLimitState:
                     log.warning("ignoring absurd X-Rate-Limit-Reset (%.0f s ahead)", reset - now)
                     self._warned_absurd = True
                 reset = None
+        if reset is not None and reset <= now:
+            return  # a late answer from a window that is over says nothing about the current one
         with self._lock:
-            if reset is not None and self.reset is not None and reset < self.reset - 0.5:
-                return  # a late response from an earlier window
             same_window = self.remaining is not None and (
                 (reset is None and self.reset is None and now < self._window_end())
                 or (reset is not None and self.reset is not None and abs(reset - self.reset) <= 0.5))
@@ -484,8 +486,10 @@ class RetryingSession:
     def __init__(self, client: httpx.Client, *, service: str, request_id_header: str,
                  max_retries: int = 6, max_concurrency: int = 4,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
-                 secrets: Callable[[], Iterable[str]] = tuple, rng: random.Random | None = None):
+                 secrets: Callable[[], Iterable[str]] = tuple, rng: random.Random | None = None,
+                 throttle_budget_seconds: float = THROTTLE_BUDGET_SECONDS):
         self.client = client
+        self.throttle_budget_seconds = throttle_budget_seconds
         self.service = service
         self.request_id_header = request_id_header
         self.max_retries = max(0, max_retries)
@@ -505,16 +509,20 @@ class RetryingSession:
 
     def request(self, method: str, url: str, *, expect_json: bool = True,
                 check: Callable[[Any], None] | None = None, **kwargs) -> Result:
-        """Send until success or a final error; at most `1 + max_retries` attempts.
+        """Send until success or a final error.
 
+        Failures (5xx, timeouts, dropped connections, malformed bodies) allow `1 + max_retries`
+        attempts in all.  A 429 is the server asking us to wait, not a failure: throttled
+        attempts are bounded by the total time spent waiting on them instead.
         `check` validates the parsed body; a `ValueError` from it makes the attempt retriable.
         Raises `AuthError`, `NotFoundError`, `ConflictError`, `ApiError` or `RetriesExhausted`.
         """
         request = self.client.build_request(method, url, **kwargs)
         endpoint = request.url.path
         bucket = self.bucket(endpoint)
-        attempts = 1 + self.max_retries
-        for attempt in range(1, attempts + 1):
+        failures = throttled = 0
+        throttle_waited = 0.0
+        while True:
             self._pace(bucket, endpoint)
             response, exc = self._send_once(request, bucket)
             if response is not None and response.is_success:
@@ -522,15 +530,25 @@ class RetryingSession:
                     return Result(response, self._parse(response, endpoint, expect_json, check))
                 except MalformedResponseError as bad:
                     response, exc = None, bad
-            decision = classify(response, exc, attempt=attempt, now=self.clock(), rng=self.rng)
-            if response is not None and response.status_code == 429:
+            is_429 = response is not None and response.status_code == 429
+            if is_429:
+                throttled += 1
                 self.stats.add(throttled_429=1)
+            else:
+                failures += 1
+            attempt = failures + throttled
+            decision = classify(response, exc, attempt=throttled if is_429 else failures,
+                                now=self.clock(), rng=self.rng)
             if not decision.retriable:
                 raise self._final_error(method, endpoint, response, exc, decision, attempt)
-            if attempt == attempts:
+            wait = decision.wait_seconds or 0.0
+            if is_429:
+                throttle_waited += wait
+                if throttle_waited > self.throttle_budget_seconds or throttled > MAX_THROTTLED_ATTEMPTS:
+                    raise self._exhausted(method, endpoint, response, exc, decision, attempt)
+            elif failures > self.max_retries:
                 raise self._exhausted(method, endpoint, response, exc, decision, attempt)
-            self._wait_before_retry(method, endpoint, response, decision, attempt, attempts)
-        raise AssertionError("unreachable")  # pragma: no cover
+            self._wait_before_retry(method, endpoint, response, decision, failures, 1 + self.max_retries)
 
     def _pace(self, bucket: RateLimitState, endpoint: str) -> None:
         wait = bucket.acquire(self.clock())
@@ -550,7 +568,9 @@ class RetryingSession:
             return None, exc
         except ApiError as exc:  # raised by an auth flow (e.g. the token endpoint failed)
             return None, exc
-        bucket.update(response.headers, self.clock())
+        if response.is_success or response.status_code == 429:
+            # Error pages (often from proxies or injected faults) carry unreliable budget headers.
+            bucket.update(response.headers, self.clock())
         return response, None
 
     def _parse(self, response: httpx.Response, endpoint: str, expect_json: bool,

@@ -1,6 +1,6 @@
 """Compare TaskRouter workers with what the next Flex SSO login would write, and say what drifted.
 
-Pure code (stdlib and `models.records` only).  The rules are the issue's, verbatim where it
+Pure code (stdlib, `models.records` and the pure `tasks.normalize` only).  The rules are the issue's, verbatim where it
 was precise; where it left a choice, the choice is written next to the code that makes it:
 
 * Join: worker `friendly_name` = the Flex app assignment's Application username
@@ -10,12 +10,13 @@ was precise; where it left a choice, the choice is written next to the code that
   worker's owner, because Okta moves a deactivated user's app users to a deprovisioned state
   and dropping them would turn a high `deactivated_user_has_worker` into a medium orphan.
 * An assignment whose user is not in `users` (deleted from Okta) does not count: its worker is
-  an orphan with no owner.
+  an orphan with no owner.  One without an application username counts (missing_worker,
+  invalid_role) but matches no worker; a worker with an empty friendly_name is an orphan.
 * Users in PENDING_STATUSES (STAGED, PROVISIONED) and unknown statuses get no findings at all.
 * `orphan_worker` convention: `app_username` = the worker's friendly_name; when `find_owner`
   finds the Okta user it belongs to, `okta_user_id`/`login` are that user's and `expected` says
   how it was found ("matched by login" / "matched by email"); otherwise they are None.
-* `deactivated_user_has_worker`: `field` = "status", `actual` = the Okta status.
+* `deactivated_user_has_worker`: `field` = None, `actual` = the Okta status (SUSPENDED/DEPROVISIONED).
 * `unparseable_attributes`: `field` = "attributes", `actual` = why they don't parse.
 * `invalid_role`: one per user, `field` = "userType" (or "roles" with role_source=app_user),
   `actual` = the invalid values comma-joined, `expected` = the valid roles Flex will get.
@@ -41,6 +42,7 @@ from models.records import (
     Worker,
 )
 from tasks.normalize import (
+    ROLE_SOURCES,
     emails_equal,
     expected_claims,
     join_roles,
@@ -106,9 +108,9 @@ def assigned_by_username(
         user = users.get(a.okta_user_id)
         if not _counts_as_assigned(a, user):
             continue
-        key = username_key(a.app_username)
-        if not key:
-            continue
+        # No application username: no worker can match, but the user still counts as assigned
+        # (missing_worker, invalid_role).  A key with a control character is never a real key.
+        key = username_key(a.app_username) or f"\x00{a.okta_user_id}"
         if key in out:
             log.warning("two Flex assignments share one application username; %s is kept",
                         out[key][0].okta_user_id)
@@ -181,6 +183,8 @@ def reconcile(
     `users` holds at least every assigned user by id; `find_owner(friendly_name)` looks an Okta
     user up by login or email (case-insensitive) to say whose an orphan worker is.
     """
+    if role_source not in ROLE_SOURCES:
+        raise ValueError(f"role_source must be one of {ROLE_SOURCES}, not {role_source!r}")
     assigned = assigned_by_username(users, assignments)
     findings: list[Finding] = []
     matched_keys: set[str] = set()
@@ -197,7 +201,7 @@ def reconcile(
         who = {"okta_user_id": user.okta_user_id, "login": user.login,
                "app_username": worker.friendly_name, "worker_sid": worker.worker_sid}
         if user.status in DEACTIVATED_STATUSES:
-            findings.append(_finding("deactivated_user_has_worker", field="status", actual=user.status, **who))
+            findings.append(_finding("deactivated_user_has_worker", actual=user.status, **who))
         elif user.status not in ACTIVE_STATUSES:
             continue  # STAGED/PROVISIONED (or unknown): the next login is not theirs to make yet
         elif worker.parse_error is not None:
@@ -210,16 +214,14 @@ def reconcile(
     for a, user in _active_unmatched(assigned, matched_keys):
         findings.append(_finding("missing_worker", okta_user_id=user.okta_user_id, login=user.login,
                                  app_username=a.app_username))
+    from_user_type = role_source == "user_type"
     for a, user in assigned.values():
-        if user.status not in ACTIVE_STATUSES:
-            continue
-        exp = expected_claims(user, a, role_source=role_source)
-        if exp.invalid_roles:
+        source = user if from_user_type else a
+        if source.invalid_roles and user.status in ACTIVE_STATUSES:
             findings.append(_finding(
                 "invalid_role", okta_user_id=user.okta_user_id, login=user.login, app_username=a.app_username,
-                worker_sid=first_worker.get(user.okta_user_id),
-                field="userType" if role_source == "user_type" else "roles",
-                expected=exp.roles, actual=exp.invalid_roles,
+                worker_sid=first_worker.get(user.okta_user_id), field="userType" if from_user_type else "roles",
+                expected=source.roles, actual=source.invalid_roles,
             ))
     findings.sort(key=_sort_key)
     return findings

@@ -312,3 +312,132 @@ def user_timeline(conn: Connection, login: str, as_of: datetime | None = None) -
 
 def rows_as_dicts(rows: Iterable[Mapping]) -> list[dict]:
     return [dict(r) for r in rows]
+
+
+# --- backfill ---------------------------------------------------------------------------------
+# Reads and writes of `tasks.backfill`.  Role history is read as `HistoryRow`s and changed only
+# through `apply_history_edits`; System Log events are kept once per uuid; which days of the log
+# were fetched is a watermark per day (stream "system-log:YYYY-MM-DD"), so a resumed backfill
+# does not fetch a day twice.
+
+from datetime import date, timedelta  # noqa: E402
+
+from models.tables import okta_log_events  # noqa: E402
+from tasks.history import HistoryRow, RowEdits  # noqa: E402
+
+LOG_DAY_STREAM = "system-log:"
+# Retimed rows park here first, so no moment of the update has two rows of one user ending at
+# the same time (the unique key is checked row by row); no real row ever ends in year 1.
+_PARKED = datetime(1, 1, 1)
+
+
+def _history_row(r) -> HistoryRow:
+    state = HistoryState(r["okta_user_id"], r["login"], r["app_username"], r["status"], bool(r["assigned"]),
+                         r["roles"], r["full_name"], r["email"])
+    return HistoryRow(state, r["valid_from"], r["valid_to"], r["run_id"], r["source"], r["id"])
+
+
+def history_rows(conn: Connection, user_ids: Iterable[str]) -> dict[str, list[HistoryRow]]:
+    """Every stored row of these users, ordered by valid_from."""
+    out: dict[str, list[HistoryRow]] = {}
+    for part in chunked(sorted(set(user_ids)), 500):
+        q = (select(role_history).where(role_history.c.okta_user_id.in_(part))
+             .order_by(role_history.c.okta_user_id, role_history.c.valid_from, role_history.c.id))
+        for r in conn.execute(q).mappings():
+            out.setdefault(r["okta_user_id"], []).append(_history_row(r))
+    return out
+
+
+def history_states_at(conn: Connection, moment: datetime) -> dict[str, HistoryState]:
+    """What history says about every user at `moment` (users it does not track are absent)."""
+    q = select(role_history).where(role_history.c.valid_from <= moment, role_history.c.valid_to > moment)
+    return {r["okta_user_id"]: _history_row(r).state for r in conn.execute(q).mappings()}
+
+
+def history_users_between(conn: Connection, after: datetime | None, until: datetime) -> set[str]:
+    """Users with a row starting in (after, until]."""
+    q = select(role_history.c.okta_user_id).where(role_history.c.valid_from <= until)
+    if after is not None:
+        q = q.where(role_history.c.valid_from > after)
+    return set(conn.execute(q.distinct()).scalars())
+
+
+def apply_history_edits(conn: Connection, edits: Iterable[RowEdits]) -> dict[str, int]:
+    """Delete, retime, then insert, in that order, so the one-current-row key holds throughout."""
+    edits = list(edits)
+    deletes = [i for e in edits for i in e.delete]
+    retimes = [t for e in edits for t in e.retime]
+    inserts = [r for e in edits for r in e.insert]
+    for part in chunked(deletes, 500):
+        conn.execute(delete(role_history).where(role_history.c.id.in_(part)))
+    if retimes:
+        stmt = update(role_history).where(role_history.c.id == _bind("rid")).values(valid_to=_bind("to"))
+        conn.execute(stmt, [{"rid": i, "to": _PARKED + timedelta(microseconds=i)} for i, _ in retimes])
+        conn.execute(stmt, [{"rid": i, "to": to} for i, to in retimes])
+    insert_batches(conn, role_history, (
+        {**asdict(r.state), "valid_from": r.valid_from, "valid_to": r.valid_to, "run_id": r.run_id,
+         "source": r.source} for r in inserts))
+    return {"deleted": len(deletes), "retimed": len(retimes), "inserted": len(inserts)}
+
+
+def store_log_events(conn: Connection, rows: Sequence[dict]) -> int:
+    """Insert events not stored yet (by uuid); returns how many were new."""
+    fresh: dict[str, dict] = {}
+    for row in rows:
+        fresh.setdefault(row["uuid"], row)
+    for part in chunked(list(fresh), 500):
+        for known in conn.execute(select(okta_log_events.c.uuid).where(okta_log_events.c.uuid.in_(part))).scalars():
+            fresh.pop(known, None)
+    return insert_batches(conn, okta_log_events, fresh.values())
+
+
+def log_events_for(conn: Connection, user_ids: Iterable[str], after: datetime | None, until: datetime) -> list[dict]:
+    """Stored events about these users published in (after, until], oldest first."""
+    out: list[dict] = []
+    for part in chunked(sorted(set(user_ids)), 500):
+        q = select(okta_log_events).where(okta_log_events.c.target_user_id.in_(part),
+                                          okta_log_events.c.published <= until)
+        if after is not None:
+            q = q.where(okta_log_events.c.published > after)
+        out.extend(dict(r) for r in conn.execute(q).mappings())
+    out.sort(key=lambda r: (r["published"], r["uuid"]))
+    return out
+
+
+def log_day_marks(conn: Connection, org_url: str) -> dict[date, tuple[datetime, datetime]]:
+    """Days of the System Log already fetched: day -> (fetched until, fetched at)."""
+    q = select(watermarks.c.stream, watermarks.c.value, watermarks.c.updated_at).where(
+        watermarks.c.org_url == org_url, watermarks.c.stream.like(LOG_DAY_STREAM + "%"))
+    out = {}
+    for stream, value, updated_at in conn.execute(q):
+        try:
+            out[date.fromisoformat(stream[len(LOG_DAY_STREAM):])] = (value, updated_at)
+        except ValueError:
+            continue
+    return out
+
+
+def mark_log_day(conn: Connection, org_url: str, day: date, fetched_until: datetime, *, run_id: str,
+                 fetched_at: datetime) -> None:
+    stream = f"{LOG_DAY_STREAM}{day.isoformat()}"
+    conn.execute(delete(watermarks).where(watermarks.c.org_url == org_url, watermarks.c.stream == stream))
+    conn.execute(insert(watermarks).values(org_url=org_url, stream=stream, value=fetched_until, run_id=run_id,
+                                           updated_at=fetched_at))
+
+
+def snapshot_runs(conn: Connection, *, flows: Sequence[str], org_url: str | None) -> list[dict]:
+    """Succeeded runs (oldest first) with `has_raw`: whether their users and assignments pages are kept."""
+    q = select(sync_runs.c.run_id, sync_runs.c.started_at, sync_runs.c.parameters).where(
+        sync_runs.c.status == "succeeded", sync_runs.c.flow.in_(list(flows)))
+    if org_url is not None:
+        q = q.where(sync_runs.c.org_url == org_url)
+    runs = [dict(r) for r in conn.execute(q.order_by(sync_runs.c.started_at, sync_runs.c.run_id)).mappings()]
+    kept: dict[str, set[str]] = {}
+    pages = select(raw_pages.c.run_id, raw_pages.c.source).where(
+        raw_pages.c.source.in_(("users", "assignments"))).distinct()
+    for run_id, source in conn.execute(pages):
+        kept.setdefault(run_id, set()).add(source)
+    for r in runs:
+        r["has_raw"] = kept.get(r["run_id"], set()) >= {"users", "assignments"}
+        r["full"] = bool((r.get("parameters") or {}).get("full"))
+    return runs

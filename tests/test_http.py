@@ -245,6 +245,13 @@ def test_rate_limit_late_response_from_an_old_window_is_ignored():
     assert state.remaining == 500
 
 
+def test_rate_limit_newest_window_wins():
+    state = RateLimitState()
+    state.update(rl(600, 3, int(NOW) + 60), NOW)
+    state.update(rl(600, 590, int(NOW) + 30), NOW)  # the server says the window is different now
+    assert (state.remaining, state.reset) == (590, int(NOW) + 30)
+
+
 def test_rate_limit_same_window_keeps_the_lowest_remaining():
     state = RateLimitState()
     state.update(rl(600, 10, int(NOW) + 60), NOW)

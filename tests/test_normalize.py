@@ -1,6 +1,7 @@
 """Normalizers: table-driven cases for every rule, hostile inputs, and Hypothesis invariants."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -12,8 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from models.records import OktaUser
 from tasks.normalize import (
     MAX_TEXT,
+    OKTA_USER_FIELDS,
     MalformedRecord,
     emails_equal,
     expected_claims,
@@ -86,6 +89,13 @@ def test_module_imports_no_framework(module):
 ])
 def test_normalize_text(value, expected):
     assert normalize_text(value) == expected
+
+
+def test_plain_alphabet_is_always_nfc():
+    """The fast path trusts that any string of these characters is already NFC: check every pair."""
+    alphabet = [chr(c) for c in range(0x21, 0x7F)] + [chr(c) for c in range(0xA1, 0x250)] + [" "]
+    assert all(normalize_text(c) == c for c in alphabet if c != " ")
+    assert all(unicodedata.is_normalized("NFC", a + b) for a in alphabet for b in alphabet)
 
 
 @pytest.mark.parametrize("value", [TEN_MB, " " * 5000 + "x" * 5000, "é" * 3000, "a " * 4000])
@@ -286,6 +296,10 @@ def test_normalize_user(raw, field, value, problem):
         assert problem in user.problems
     else:
         assert user.problems == ""
+
+
+def test_okta_user_field_order_matches_positional_construction():
+    assert tuple(f.name for f in dataclasses.fields(OktaUser)) == OKTA_USER_FIELDS
 
 
 def test_normalize_user_custom_image_attribute():

@@ -323,3 +323,44 @@ def test_logs_never_contain_credentials(caplog):
     with caplog.at_level(logging.DEBUG), make_client(fake) as client:
         list(client.iter_worker_pages())
     assert caplog.text and AUTH_TOKEN not in caplog.text and "Basic " not in caplog.text
+
+
+# --- end to end against the simulator -------------------------------------------------------
+
+def pull_workers(client: TaskRouterClient) -> dict:
+    return {w["sid"]: w for page in client.iter_worker_pages(page_size=5) for w in page.items}
+
+
+@pytest.mark.slow
+def test_live_pull_survives_faults_and_tight_limits(fresh_simulator, monkeypatch):
+    monkeypatch.setattr("simulator.limits.WINDOW_SECONDS", 1)  # keep rate-limit windows short
+    sim = fresh_simulator(users=120, seed=7, null_attributes_fraction=0.3)
+    with TaskRouterClient(sim.url, sim.workspace_sid, sim.account_sid, sim.auth_token) as client:
+        clean = pull_workers(client)
+    assert clean and all(w["attributes"] is not None for w in clean.values())
+    fetches = sim.stats()["requests"]["taskrouter"] - (len(clean) + 4) // 5
+    assert fetches > 0  # some list rows had null attributes and were fetched one by one
+
+    sim.set_faults(fault_rate=0.05, rate_limits={"taskrouter": 4})
+    with TaskRouterClient(sim.url, sim.workspace_sid, sim.api_key_sid, sim.api_key_secret,
+                          timeout=1.0, max_retries=8) as client:
+        assert pull_workers(client) == clean
+    assert client.stats.retries + client.stats.throttled_429 >= 1
+
+
+@pytest.mark.slow
+def test_live_update_with_if_match(fresh_simulator):
+    sim = fresh_simulator(users=40, seed=3)
+    with TaskRouterClient(sim.url, sim.workspace_sid, sim.account_sid, sim.auth_token) as client:
+        sid = next(iter(pull_workers(client)))
+        worker, etag = client.fetch_worker(sid)
+        assert etag
+        new = json.dumps({"full_name": "Test Person", "roles": ["agent"]})
+        assert client.update_worker(sid, attributes=new, if_match=etag)["attributes"] == new
+        with pytest.raises(ConflictError):
+            client.update_worker(sid, attributes="{}", if_match=etag)  # stale now
+        assert client.fetch_worker(sid)[0]["attributes"] == new
+    with TaskRouterClient(sim.url, sim.workspace_sid, sim.account_sid, "wrong-token") as client, \
+            pytest.raises(AuthError) as info:
+        client.fetch_worker(sid)
+    assert "RQ" in str(info.value) and "wrong-token" not in str(info.value)

@@ -1,0 +1,6 @@
+"""`python -m simulator --users N --seed S ...` (see simulator.cli)."""
+import sys
+
+from simulator.cli import main
+
+sys.exit(main())

@@ -1,0 +1,845 @@
+"""Backfill: rebuild role history for a past date range from stored raw pages and the Okta System Log.
+
+Decisions, in the order the work happens:
+
+* **Range.** Whole UTC days `start..end`, both included; `end` may be today, not later.  A day
+  that ended more than 90 days ago (the System Log's retention) is accepted only when stored raw
+  pages cover it; otherwise the whole range is refused before anything is written.
+* **Snapshots.** Every succeeded nightly run whose raw pages (users + assignments) are still
+  stored is a snapshot of the org at the run's `started_at`, normalized again with today's
+  settings through the nightly run's own functions.  Incremental runs list only changed users, so
+  the replay starts at the latest full run at or before the range (else the earliest stored run)
+  and carries user records forward like the nightly user mirror.
+* **Intervals.** History between two consecutive nightly runs, `(t[i-1], t[i]]`, is rebuilt as a
+  unit: the state at `t[i-1]` is whatever history says, the state at `t[i]` is what snapshot i
+  says (`history.desired_state`), and the rows starting inside the interval are replaced by the
+  points that move one into the other (`history.splice`).  Rows outside the interval keep their
+  values, so history stays contiguous with one current row after every step.  A range handles the
+  intervals that end in it plus the one that spans its end; the first nightly run's interval
+  starts at the beginning of time, so events alone say when the periods it found began.
+* **Events.** Each day's System Log window is read once (bounded `since`/`until`, oldest first),
+  filtered to assignment, group-membership, lifecycle and profile events, kept in
+  `okta_log_events` (one row per uuid), and the day is marked in `watermarks` (stream
+  `system-log:DAY`); a day is final only an hour after it ends (late events), earlier marks
+  are fetched again.  For each field that differs between the two snapshots, the change time is
+  the latest event in the interval that can explain it: assignment add/remove -> assigned and
+  application username; `change_username` -> application username; lifecycle -> status;
+  `update_profile` naming userType / firstName / lastName / email / login -> roles / full name /
+  email / login (an event that names nothing may have changed any of them).  Fields move one by
+  one, so a deactivation at 09:00 and an unassignment at 10:00 become two rows.  An event only
+  counts when the log was read for everything after it up to `t[i]` (a later one could be
+  missing otherwise).  Without one, the time an earlier run chose is kept (else the nightly rule,
+  `history.effective_time`).
+* **Writing.** Each day is one transaction under `okta_flex_sync.db.writer_lock`, the lock the
+  nightly run holds for its whole run, so the two never interleave; backfill holds it for its
+  whole run too.  New rows carry `source="backfill"` and this run's id.  A rebuilt point that
+  matches a stored row keeps that row, so a second run over the same range changes nothing, and a
+  run that died mid-range is resumed by running it again (fetched days are not fetched again).
+* **Dry run.** Everything is computed (the log is read, not stored) and reported; nothing is
+  written, not even a `sync_runs` row.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta
+
+from models.records import AppAssignment, OktaUser
+from okta_flex_sync.settings import ConfigError, Settings
+from tasks import store
+from tasks.history import (
+    DELETED,
+    HistoryRow,
+    HistoryState,
+    changed_fields,
+    desired_state,
+    effective_time,
+    in_interval,
+    is_assigned,
+    last_set_times,
+    row_edits,
+    same_state,
+    splice,
+    stage_change,
+    state_at,
+)
+from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_timestamp
+
+log = logging.getLogger(__name__)
+
+LOG_RETENTION = timedelta(days=90)  # Okta keeps System Log events this long (API_NOTES 1.5)
+LOG_SETTLE = timedelta(hours=1)  # a bounded query can miss late events: a day is final this long after it ends
+SNAPSHOT_FLOWS = ("nightly-sync",)
+PROFILE_EVENT = "user.account.update_profile"
+_PREFIXES = ("application.user_membership.", "group.user_membership.", "user.lifecycle.")
+LOG_FILTER = ('eventType sw "application.user_membership" or eventType sw "group.user_membership" '
+              f'or eventType sw "user.lifecycle" or eventType eq "{PROFILE_EVENT}"')
+# Profile attributes whose change moves a tracked field ("userType" only when roles come from it).
+PROFILE_ATTRIBUTES = {"login": "login", "firstName": "full_name", "lastName": "full_name", "email": "email",
+                      "userType": "roles"}
+MAX_CHANGED_ATTRIBUTES = 200
+
+Progress = Callable[["DaySummary", int, int], None]  # (summary of the day just done, days done, days in all)
+
+
+class BackfillError(RuntimeError):
+    """Backfill cannot run as asked."""
+
+
+class BackfillRangeError(BackfillError, ValueError):
+    """`start`/`end` do not describe a past range."""
+
+
+class BackfillRefused(BackfillError):
+    """Part of the range is beyond the System Log's retention and no stored raw pages cover it."""
+
+
+# --- System Log events (pure) --------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """The parts of a System Log event that can date a change."""
+
+    uuid: str
+    published: datetime
+    event_type: str
+    user_id: str
+    app_id: str | None = None
+    outcome: str | None = None
+    changed: frozenset[str] | None = None  # attributes an update_profile event names; None: not said
+
+
+def is_relevant_type(event_type: str) -> bool:
+    return event_type == PROFILE_EVENT or event_type.startswith(_PREFIXES)
+
+
+def _target_id(targets: Sequence[dict], kind: str) -> str | None:
+    """Targets are found by type, never by position (their order varies)."""
+    for t in targets:
+        if t.get("type") == kind and isinstance(t.get("id"), str) and 0 < len(t["id"]) <= 64:
+            return t["id"]
+    return None
+
+
+def _names(value: object) -> set[str]:
+    if isinstance(value, str):
+        parts = value.replace(";", ",").replace(" ", ",").split(",")
+    elif isinstance(value, list):
+        parts = [v for v in value if isinstance(v, str)]
+    else:
+        return set()
+    return {p.strip().removeprefix("profile.") for p in parts[:MAX_CHANGED_ATTRIBUTES] if p.strip()}
+
+
+def changed_attributes(raw: dict, targets: Sequence[dict]) -> frozenset[str] | None:
+    """Attribute names an update_profile event says it changed, or None when it does not say.
+
+    Okta documents only "the list of attributes that were updated" (names, not values); the
+    debugData key is unconfirmed, so `changedAttributes` there and the keys of a User target's
+    `changeDetails` are both read.
+    """
+    found: set[str] = set()
+    said = False
+    debug = raw.get("debugContext")
+    data = debug.get("debugData") if isinstance(debug, dict) else None
+    if isinstance(data, dict) and "changedAttributes" in data:
+        said = True
+        found |= _names(data["changedAttributes"])
+    for t in targets:
+        details = t.get("changeDetails")
+        if t.get("type") == "User" and isinstance(details, dict):
+            for side in ("from", "to"):
+                if isinstance(details.get(side), dict):
+                    said = True
+                    found |= {k.removeprefix("profile.") for k in list(details[side])[:MAX_CHANGED_ATTRIBUTES]
+                              if isinstance(k, str)}
+    return frozenset(found) if said and found else None
+
+
+def parse_log_event(raw: object) -> LogEvent | None:
+    """A System Log event backfill can use, or None (irrelevant type, failed, malformed, no user)."""
+    if not isinstance(raw, dict):
+        return None
+    uuid, event_type = raw.get("uuid"), raw.get("eventType")
+    if not (isinstance(uuid, str) and 0 < len(uuid) <= 64 and isinstance(event_type, str)
+            and len(event_type) <= 120 and is_relevant_type(event_type)):
+        return None
+    published = parse_timestamp(raw.get("published"))
+    outcome = raw.get("outcome")
+    result = outcome.get("result") if isinstance(outcome, dict) else None
+    result = result.upper()[:40] if isinstance(result, str) else None
+    if published is None or result not in (None, "SUCCESS"):
+        return None
+    targets = [t for t in raw.get("target") or () if isinstance(t, dict)] if isinstance(raw.get("target"), list) else []
+    user_id = _target_id(targets, "User")
+    actor = raw.get("actor")
+    if user_id is None and event_type == PROFILE_EVENT and isinstance(actor, dict):
+        user_id = _target_id([actor], "User")  # a self-service profile edit
+    if user_id is None:
+        return None
+    return LogEvent(uuid, published, event_type, user_id, _target_id(targets, "AppInstance"), result,
+                    changed_attributes(raw, targets) if event_type == PROFILE_EVENT else None)
+
+
+def event_row(event: LogEvent, run_id: str | None) -> dict:
+    """The `okta_log_events` row; the payload keeps only what backfill reads back."""
+    payload = {"changedAttributes": sorted(event.changed) if event.changed is not None else None}
+    return {"uuid": event.uuid, "published": event.published, "event_type": event.event_type,
+            "target_user_id": event.user_id, "target_app_id": event.app_id, "outcome": event.outcome,
+            "payload": json.dumps(payload), "run_id": run_id}
+
+
+def event_from_row(row: Mapping) -> LogEvent:
+    try:
+        names = json.loads(row["payload"] or "{}").get("changedAttributes")
+    except (ValueError, AttributeError):
+        names = None
+    changed = frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) else None
+    return LogEvent(row["uuid"], row["published"], row["event_type"], row["target_user_id"], row["target_app_id"],
+                    row["outcome"], changed)
+
+
+def explained_fields(event: LogEvent, *, app_id: str | None, role_source: str, group_scoped: bool) -> frozenset[str]:
+    """Tracked fields this event may have changed."""
+    kind = event.event_type
+    action = kind.rsplit(".", 1)[-1]
+    app_roles = {"roles"} if role_source == "app_user" else set()
+    if event.outcome not in (None, "SUCCESS"):
+        return frozenset()
+    if kind.startswith("application.user_membership."):
+        if app_id is None or event.app_id != app_id:
+            return frozenset()
+        if action in ("add", "remove"):
+            return frozenset({"assigned", "app_username", *app_roles})
+        return frozenset({"app_username"}) if action == "change_username" else frozenset(app_roles)
+    if kind.startswith("group.user_membership."):  # only GROUP-scoped assignments follow groups
+        return frozenset({"assigned", "app_username", *app_roles}) if group_scoped and action in ("add", "remove") \
+            else frozenset()
+    if kind.startswith("user.lifecycle."):
+        return frozenset({"status"})
+    if kind == PROFILE_EVENT:
+        names = PROFILE_ATTRIBUTES if event.changed is None else event.changed
+        fields = {PROFILE_ATTRIBUTES[n] for n in names if n in PROFILE_ATTRIBUTES}
+        if role_source != "user_type":
+            fields.discard("roles")
+        return frozenset(fields)
+    return frozenset()
+
+
+# --- when each field changed (pure) ----------------------------------------------------------------
+
+def drivers(field_name: str, prev: HistoryState | None, new: HistoryState) -> tuple[tuple[frozenset[str], ...], str]:
+    """Which events can date a field's change (tiers, best first), and which field's earlier
+    timing to keep when none can.  A tracked period that starts, or a deletion, moves every
+    field at once; roles follow the assignment when it comes or goes."""
+    if prev is None or (not prev.assigned and new.assigned):
+        return (frozenset({"assigned"}),), "assigned"
+    if new.status == DELETED:
+        return (frozenset({"assigned", "status"}),), "status"
+    if field_name == "assigned" or (field_name == "roles" and prev.assigned != new.assigned):
+        # An unassignment is dated by its own event, else by the deactivation that caused it.
+        tiers = (frozenset({"assigned"}),) + ((frozenset({"status"}),) if prev.status != new.status else ())
+        return tiers, "assigned"
+    return (frozenset({field_name}),), field_name
+
+
+def change_times(prev: HistoryState | None, new: HistoryState, events: Iterable[LogEvent], *,
+                 start: datetime | None, end: datetime, covered: Callable[[datetime, datetime], bool],
+                 explain: Callable[[LogEvent], frozenset[str]], kept: Mapping[str, datetime],
+                 default: datetime) -> dict[str, datetime]:
+    """When each changed field took its new value, within `(start, end]`.
+
+    The latest event that can explain the field wins, if the log is known complete after it;
+    otherwise the time an earlier run chose (`kept`), otherwise `default`.
+    """
+    events = [e for e in events if in_interval(e.published, start, end)]
+    times: dict[str, datetime] = {}
+    for name in changed_fields(prev, new):
+        tiers, keep = drivers(name, prev, new)
+        times[name] = _pinned(events, tiers, explain, end, covered) or kept.get(keep) or default
+    return times
+
+
+def _pinned(events: Sequence[LogEvent], tiers, explain, end: datetime, covered) -> datetime | None:
+    for tier in tiers:
+        hits = [e.published for e in events if explain(e) & tier]
+        if hits:
+            latest = max(hits)
+            return latest if covered(latest, end) else None
+    return None
+
+
+# --- days and coverage (pure) --------------------------------------------------------------------
+
+def day_bounds(day: date) -> tuple[datetime, datetime]:
+    start = datetime.combine(day, time())
+    return start, start + timedelta(days=1)
+
+
+def log_window(day: date, now: datetime) -> tuple[datetime, datetime] | None:
+    """The part of a day the System Log can still return, or None."""
+    d0, d1 = day_bounds(day)
+    since, until = max(d0, now - LOG_RETENTION), min(d1, now)
+    return (since, until) if until - since >= timedelta(seconds=1) else None
+
+
+def is_final(mark: tuple[datetime, datetime] | None, day: date) -> bool:
+    """Whether a fetched day needs no second look: read to its end, late enough for late events."""
+    if mark is None:
+        return False
+    fetched_until, fetched_at = mark
+    d1 = day_bounds(day)[1]
+    return fetched_until >= d1 and fetched_at >= d1 + LOG_SETTLE
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Stretches of time whose System Log events are stored, as merged `[from, until)` spans."""
+
+    spans: tuple[tuple[datetime, datetime], ...] = ()
+
+    @classmethod
+    def from_marks(cls, marks: Mapping[date, tuple[datetime, datetime]]) -> Coverage:
+        spans: list[list[datetime]] = []
+        for day in sorted(marks):
+            d0, d1 = day_bounds(day)
+            until = min(marks[day][0], d1)
+            if until <= d0:
+                continue
+            if spans and spans[-1][1] >= d0:
+                spans[-1][1] = max(spans[-1][1], until)
+            else:
+                spans.append([d0, until])
+        return cls(tuple((a, b) for a, b in spans))
+
+    def covers(self, after: datetime, until: datetime) -> bool:
+        """Whether every event in `(after, until]` would be stored."""
+        return any(a <= after and until < b for a, b in self.spans)
+
+
+def check_range(start: date, end: date, *, today: date) -> None:
+    if start > end:
+        raise BackfillRangeError(f"backfill start {start} is after end {end}")
+    if end > today:
+        raise BackfillRangeError(f"backfill end {end} is in the future (today is {today} UTC)")
+
+
+def as_day(value: date | datetime | str, name: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise BackfillRangeError(f"backfill {name} must be a date like 2026-10-01, not {str(value)[:40]!r}") from None
+
+
+def date_ranges(days: Iterable[date]) -> str:
+    """'2026-01-01..2026-01-03, 2026-01-07' for a list of days."""
+    out: list[list[date]] = []
+    for d in sorted(days):
+        if out and d - out[-1][1] == timedelta(days=1):
+            out[-1][1] = d
+        else:
+            out.append([d, d])
+    return ", ".join(str(a) if a == b else f"{a}..{b}" for a, b in out)
+
+
+# --- snapshots and intervals ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    run_id: str
+    started_at: datetime
+    full: bool
+    has_raw: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Interval:
+    """`(start, end]` between snapshot `index - 1` and snapshot `index`; no start before the first."""
+
+    index: int
+    start: datetime | None
+    end: datetime
+
+
+def plan_intervals(snapshots: Sequence[Snapshot], first_day: date, last_day: date) -> dict[date, list[Interval]]:
+    """The intervals a range rebuilds, by the day that handles them: the day each one ends, or
+    the last day for the one spanning the range's end."""
+    w0, w1 = day_bounds(first_day)[0], day_bounds(last_day)[1]
+    out: dict[date, list[Interval]] = {}
+    for i, snap in enumerate(snapshots):
+        start = snapshots[i - 1].started_at if i else None
+        end = snap.started_at
+        if not snap.has_raw or end < w0 or (start is not None and (start >= w1 or end <= start)):
+            continue
+        out.setdefault(end.date() if end < w1 else last_day, []).append(Interval(i, start, end))
+    return out
+
+
+def raw_spans(snapshots: Sequence[Snapshot]) -> list[tuple[datetime, datetime]]:
+    """Where stored raw pages say something: each stored snapshot, and the stretch before it
+    back to the previous nightly run."""
+    out = []
+    for i, snap in enumerate(snapshots):
+        if snap.has_raw:
+            out.append((snapshots[i - 1].started_at if i else snap.started_at, snap.started_at))
+    return out
+
+
+def uncovered_days(days: Iterable[date], spans: Sequence[tuple[datetime, datetime]], *, now: datetime) -> list[date]:
+    """Days wholly older than the log's retention that no raw-page span touches."""
+    cutoff = now - LOG_RETENTION
+    out = []
+    for day in days:
+        d0, d1 = day_bounds(day)
+        if d1 <= cutoff and not any(a < d1 and b >= d0 for a, b in spans):
+            out.append(day)
+    return out
+
+
+def baseline_index(snapshots: Sequence[Snapshot], first: int) -> int:
+    """Where the replay starts: the latest full snapshot at or before `first`, else the earliest stored one."""
+    for j in range(first, -1, -1):
+        if snapshots[j].has_raw and snapshots[j].full:
+            return j
+    return next(j for j, s in enumerate(snapshots) if s.has_raw)
+
+
+def pseudo_user(state: HistoryState) -> OktaUser:
+    """A user record rebuilt from history, for a user an incremental snapshot did not list."""
+    return OktaUser(state.okta_user_id, state.status, state.login, state.email, state.full_name, None, state.roles,
+                    "", None, None)
+
+
+@dataclass
+class Observation:
+    """The org as one snapshot saw it."""
+
+    snapshot: Snapshot
+    users: Mapping[str, OktaUser]  # everyone known (full run: its listing; incremental: carried forward)
+    assignments: Mapping[str, AppAssignment]
+    previous_assignments: Mapping[str, AppAssignment]  # the snapshot before, {} when unknown
+
+
+class Replay:
+    """Walks the stored snapshots forward, normalizing each once; restarts if asked to go back."""
+
+    def __init__(self, engine, snapshots: Sequence[Snapshot], first: int, settings: Settings):
+        self.engine, self.snapshots, self.first, self.settings = engine, snapshots, first, settings
+        self._reset()
+
+    def _reset(self) -> None:
+        self._next = self.first
+        self._users: dict[str, OktaUser] = {}
+        self._assignments: dict[str, AppAssignment] = {}
+        self._current: Observation | None = None
+
+    def observe(self, index: int) -> Observation:
+        if index < self._next - 1 or (index == self._next - 1 and self._current is None):
+            self._reset()
+        while self._next <= index:
+            self._apply(self.snapshots[self._next])
+            self._next += 1
+        if self._current is None:
+            raise BackfillError(f"snapshot {self.snapshots[index].run_id} has no stored raw pages")
+        return self._current
+
+    def _apply(self, snap: Snapshot) -> None:
+        if not snap.has_raw:  # a gap: records carried forward could be stale from here on
+            self._users, self._assignments, self._current = {}, {}, None
+            return
+        s = self.settings
+        with self.engine.connect() as conn:
+            users = _listing(store.iter_raw_pages(conn, snap.run_id, "users"), lambda raw: normalize_user(
+                raw, valid_roles=s.valid_role_set, image_url_attribute=s.image_url_attribute))
+            assignments = _listing(store.iter_raw_pages(conn, snap.run_id, "assignments"),
+                                   lambda raw: normalize_assignment(raw, valid_roles=s.valid_role_set))
+        if snap.full:
+            self._users = users
+        else:
+            self._users.update(users)
+        previous, self._assignments = self._assignments, assignments
+        self._current = Observation(snap, self._users, assignments, previous)
+
+
+def _listing(documents: Iterable[object], convert: Callable[[dict], object]) -> dict:
+    """Records keyed by Okta user id, a later listing of the same id replacing an earlier one."""
+    out: dict = {}
+    for doc in documents:
+        if not isinstance(doc, list):
+            log.warning("skipped a stored page that is not a JSON array")
+            continue
+        for item in doc:
+            if not isinstance(item, dict):
+                continue
+            try:
+                record = convert(item)
+            except MalformedRecord:
+                continue
+            out.pop(record.okta_user_id, None)
+            out[record.okta_user_id] = record
+    return out
+
+
+# --- results -------------------------------------------------------------------------------------
+
+@dataclass
+class DaySummary:
+    day: date
+    log: str = "not read"  # fetched / already fetched / outside retention / nothing to read yet
+    events: int = 0  # relevant System Log events read for the day
+    intervals: int = 0  # nightly runs whose changes this day placed
+    users_changed: int = 0
+    rows_opened: int = 0  # rows inserted
+    rows_closed: int = 0  # stored rows given a new end
+    rows_removed: int = 0  # stored rows replaced by better-timed ones
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "day": self.day.isoformat()}
+
+
+@dataclass
+class BackfillResult:
+    start: date
+    end: date
+    dry_run: bool
+    run_id: str | None
+    days: int = 0
+    events: int = 0
+    users_changed: int = 0
+    rows_opened: int = 0
+    rows_closed: int = 0
+    rows_removed: int = 0
+    per_day: list[DaySummary] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.rows_opened or self.rows_closed or self.rows_removed)
+
+    @classmethod
+    def of(cls, start: date, end: date, dry_run: bool, run_id: str | None, per_day: list[DaySummary]) -> BackfillResult:
+        total = {k: sum(getattr(d, k) for d in per_day)
+                 for k in ("events", "users_changed", "rows_opened", "rows_closed", "rows_removed")}
+        return cls(start, end, dry_run, run_id, days=len(per_day), per_day=list(per_day), **total)
+
+    def as_dict(self) -> dict:
+        return {"start": self.start.isoformat(), "end": self.end.isoformat(), "dry_run": self.dry_run,
+                "run_id": self.run_id, "days": self.days, "events": self.events, "users_changed": self.users_changed,
+                "rows_opened": self.rows_opened, "rows_closed": self.rows_closed, "rows_removed": self.rows_removed,
+                "per_day": [d.as_dict() for d in self.per_day]}
+
+
+# --- the job ---------------------------------------------------------------------------------------
+
+class Backfill:
+    """One backfill run: `locked()` -> `prepare()` -> `run_day(day)` for each of `days` -> `finish()`.
+
+    `run_backfill` calls these in order; `flows/backfill.py` runs each day as a Prefect task.
+    """
+
+    def __init__(self, settings: Settings, start: date, end: date, *, dry_run: bool = False,
+                 progress: Progress | None = None, okta=None, now: datetime | None = None):
+        self.settings = settings
+        self.now = now or store.utcnow()
+        self.start, self.end = as_day(start, "start"), as_day(end, "end")
+        check_range(self.start, self.end, today=self.now.date())
+        if not settings.okta_flex_app_id:
+            raise ConfigError("configuration error: OKTA_FLEX_APP_ID is not set (backfill reads its assignment events)")
+        self.dry_run = dry_run
+        self.progress = progress
+        self.days = [self.start + timedelta(days=n) for n in range((self.end - self.start).days + 1)]
+        self.org = settings.okta_org_url or ""
+        self.run_id: str | None = None
+        self.engine = None
+        self.summaries: list[DaySummary] = []
+        self._okta, self._own_okta = okta, False
+        self._snapshots: list[Snapshot] = []
+        self._intervals: dict[date, list[Interval]] = {}
+        self._replay: Replay | None = None
+        self._marks: dict[date, tuple[datetime, datetime]] = {}
+        self._unsaved_events: dict[str, LogEvent] = {}  # dry run: read, not stored
+        self._overlay: dict[str, list[HistoryRow]] = {}  # rows changed and not (yet) written
+        self._day_start: dict[str, list[HistoryRow]] = {}
+        self._states: dict[str, HistoryState] | None = None
+        self._states_time: datetime | None = None
+        self._ids = itertools.count(-1, -1)  # provisional ids of rows not written yet
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def locked(self):
+        """Open the database and hold the writer lock (the nightly run's) for the whole backfill."""
+        from okta_flex_sync.db import writer_lock
+        from okta_flex_sync.pipeline import open_database
+
+        self.engine = open_database(self.settings)
+        try:
+            with writer_lock(self.engine, self.settings.okta_org_url or "this database",
+                             wait_seconds=self.settings.lock_wait_seconds):
+                yield self
+        finally:
+            self.engine.dispose()
+
+    def prepare(self) -> str | None:
+        """Plan the range and refuse what cannot be rebuilt, before anything is written."""
+        with self.engine.connect() as conn:
+            runs = store.snapshot_runs(conn, flows=SNAPSHOT_FLOWS, org_url=self.settings.okta_org_url)
+            self._marks = store.log_day_marks(conn, self.org)
+        self._snapshots = [Snapshot(r["run_id"], r["started_at"], r["full"], r["has_raw"]) for r in runs]
+        missing = uncovered_days(self.days, raw_spans(self._snapshots), now=self.now)
+        if missing:
+            stored = raw_spans(self._snapshots)
+            where = (f"stored raw pages cover {min(a for a, _ in stored):%Y-%m-%d}..{max(b for _, b in stored):%Y-%m-%d}"
+                     if stored else "no raw pages are stored")
+            raise BackfillRefused(
+                f"cannot backfill {self.start}..{self.end}: {date_ranges(missing)} ended more than "
+                f"{LOG_RETENTION.days} days ago, beyond the Okta System Log's retention, and no stored raw pages "
+                f"cover it ({where}); nothing was changed")
+        self._intervals = plan_intervals(self._snapshots, self.start, self.end)
+        firsts = [iv.index for ivs in self._intervals.values() for iv in ivs]
+        if firsts:
+            self._replay = Replay(self.engine, self._snapshots, baseline_index(self._snapshots, min(firsts)),
+                                  self.settings)
+        else:
+            log.info("backfill %s..%s: no stored nightly snapshot bounds this range; only the System Log is read",
+                     self.start, self.end)
+        if not self.dry_run:
+            self.run_id, _ = store.open_run(self.engine, flow="backfill", org_url=self.settings.okta_org_url,
+                                            parameters={"start": self.start.isoformat(), "end": self.end.isoformat(),
+                                                        "dry_run": False})
+        return self.run_id
+
+    def run_day(self, day: date) -> DaySummary:
+        """Read the day's System Log (once), then rebuild the intervals it handles, in one transaction."""
+        summary = DaySummary(day)
+        overlay = dict(self._overlay)
+        try:
+            self._fetch_day(day, summary)
+            self._rebuild_day(day, summary)
+        except BaseException:
+            self._overlay, self._day_start, self._states = overlay, {}, None
+            raise
+        self.summaries.append(summary)
+        log.info("backfill %s: log %s (%d events), %d nightly run(s), %d user(s) changed: %d row(s) opened, "
+                 "%d closed, %d removed%s", day, summary.log, summary.events, summary.intervals, summary.users_changed,
+                 summary.rows_opened, summary.rows_closed, summary.rows_removed, " (dry run)" if self.dry_run else "")
+        if self.progress is not None:
+            self.progress(summary, len(self.summaries), len(self.days))
+        return summary
+
+    def finish(self) -> BackfillResult:
+        result = BackfillResult.of(self.start, self.end, self.dry_run, self.run_id, self.summaries)
+        if self.run_id is not None:
+            store.finish_run(self.engine, self.run_id, status="succeeded", counts=result.as_dict())
+        return result
+
+    def fail(self, exc: BaseException) -> None:
+        """Record why the run stopped; the days already done stay done (rerun to resume)."""
+        if self.run_id is None or self.engine is None:
+            return
+        from okta_flex_sync.observability import redact
+
+        try:
+            store.finish_run(self.engine, self.run_id, status="failed",
+                             counts=BackfillResult.of(self.start, self.end, False, self.run_id, self.summaries).as_dict(),
+                             error=redact(f"{type(exc).__name__}: {exc}", self.settings.secret_values()))
+        except Exception:  # the original error matters more than the bookkeeping
+            log.exception("could not record the failure of backfill run %s", self.run_id)
+
+    def close(self) -> None:
+        if self._own_okta and self._okta is not None:
+            with contextlib.suppress(Exception):
+                self._okta.close()
+
+    # --- System Log --------------------------------------------------------------------------
+    def _client(self):
+        if self._okta is None:
+            from tasks.okta_client import OktaClient
+
+            self._okta, self._own_okta = OktaClient.from_settings(self.settings), True
+        return self._okta
+
+    def _fetch_day(self, day: date, summary: DaySummary) -> None:
+        window = log_window(day, self.now)
+        if window is None:
+            summary.log = "outside retention" if day_bounds(day)[1] <= self.now - LOG_RETENTION else "nothing to read yet"
+            return
+        if is_final(self._marks.get(day), day):
+            summary.log = "already fetched"
+            return
+        since, until = window
+        events = fetch_log_events(self._client(), since, until, app_id=self.settings.okta_flex_app_id)
+        if self.dry_run:
+            self._unsaved_events.update((e.uuid, e) for e in events)
+        else:
+            with self.engine.begin() as conn:
+                store.store_log_events(conn, [event_row(e, self.run_id) for e in events])
+                store.mark_log_day(conn, self.org, day, until, run_id=self.run_id, fetched_at=self.now)
+        self._marks[day] = (until, self.now)
+        summary.log, summary.events = "fetched", len(events)
+
+    def _events(self, conn, user_ids: Sequence[str], start: datetime | None, end: datetime) -> dict[str, list[LogEvent]]:
+        out: dict[str, dict[str, LogEvent]] = {}
+        if not user_ids:
+            return {}
+        for row in store.log_events_for(conn, user_ids, start, end):
+            e = event_from_row(row)
+            out.setdefault(e.user_id, {})[e.uuid] = e
+        wanted = set(user_ids)
+        for e in self._unsaved_events.values():
+            if e.user_id in wanted and in_interval(e.published, start, end):
+                out.setdefault(e.user_id, {}).setdefault(e.uuid, e)
+        return {uid: list(by_uuid.values()) for uid, by_uuid in out.items()}
+
+    # --- history -----------------------------------------------------------------------------
+    def _rebuild_day(self, day: date, summary: DaySummary) -> None:
+        intervals = self._intervals.get(day, [])
+        if not intervals:
+            return
+        with (self.engine.connect() if self.dry_run else self.engine.begin()) as conn:
+            for iv in intervals:
+                self._rebuild_interval(conn, iv)
+            edits = [e for e in (row_edits(self._day_start[uid], self._overlay[uid])
+                                 for uid in sorted(self._day_start) if uid in self._overlay) if e]
+            if not self.dry_run:
+                store.apply_history_edits(conn, edits)
+        summary.intervals = len(intervals)
+        summary.users_changed = len(edits)
+        summary.rows_opened = sum(len(e.insert) for e in edits)
+        summary.rows_closed = sum(len(e.retime) for e in edits)
+        summary.rows_removed = sum(len(e.delete) for e in edits)
+        self._day_start = {}
+        if not self.dry_run:
+            self._overlay = {}  # written: the database has them now
+
+    def _rows(self, conn, user_ids: Iterable[str]) -> dict[str, list[HistoryRow]]:
+        ids = set(user_ids)
+        loaded = store.history_rows(conn, [u for u in ids if u not in self._overlay])
+        out = {}
+        for uid in ids:
+            rows = self._overlay[uid] if uid in self._overlay else loaded.get(uid, [])
+            self._day_start.setdefault(uid, rows)
+            out[uid] = rows
+        return out
+
+    def _states_at(self, conn, moment: datetime | None) -> dict[str, HistoryState]:
+        if self._states is not None and self._states_time == moment:
+            return self._states
+        states = store.history_states_at(conn, moment) if moment is not None else {}
+        if moment is not None:
+            for uid, rows in self._overlay.items():
+                st = state_at(rows, moment)
+                if st is None:
+                    states.pop(uid, None)
+                else:
+                    states[uid] = st
+        self._states, self._states_time = states, moment
+        return states
+
+    def _desired(self, obs: Observation, uid: str, prev: HistoryState | None):
+        """What snapshot `obs` says history should hold for `uid`: a state, None (untracked), or
+        `_UNKNOWN` when the snapshot has no record of the user to say it with."""
+        assignment = obs.assignments.get(uid)
+        user = obs.users.get(uid)
+        if user is None and not obs.snapshot.full:  # not listed by an incremental run
+            if prev is None or (not prev.assigned and is_assigned(assignment)):
+                return _UNKNOWN
+            user = pseudo_user(prev)
+        return desired_state(user, assignment, role_source=self.settings.role_source, previous=prev)
+
+    def _rebuild_interval(self, conn, iv: Interval) -> None:
+        obs = self._replay.observe(iv.index)
+        states = self._states_at(conn, iv.start)
+        s, e = iv.start, iv.end
+        inside = {u for u in store.history_users_between(conn, s, e) if u not in self._overlay}
+        inside |= {u for u, rows in self._overlay.items() if any(in_interval(r.valid_from, s, e) for r in rows)}
+        wanted: dict[str, tuple[HistoryState | None, HistoryState]] = {}
+        for uid in sorted(set(obs.assignments) | set(states) | inside):
+            prev = states.get(uid)
+            new = self._desired(obs, uid, prev)
+            if new is _UNKNOWN or new is None or (same_state(prev, new) and uid not in inside):
+                continue
+            wanted[uid] = (prev, new)
+        rows = self._rows(conn, set(wanted) | inside)
+        events = self._events(conn, [u for u, (p, n) in wanted.items() if not same_state(p, n)], s, e)
+        coverage = Coverage.from_marks(self._marks)
+        for uid, (prev, new) in wanted.items():
+            points = [] if same_state(prev, new) else stage_change(
+                prev, new, self._times(obs, uid, prev, new, events.get(uid, []), rows[uid], iv, coverage))
+            spliced = splice(rows[uid], s, e, points, run_id=self.run_id or "dry-run", new_id=lambda: next(self._ids))
+            if spliced != rows[uid]:
+                self._overlay[uid] = rows[uid] = spliced
+        for uid in set(wanted) | inside:
+            st = state_at(rows[uid], e)
+            if st is None:
+                states.pop(uid, None)
+            else:
+                states[uid] = st
+        self._states_time = e
+
+    def _times(self, obs: Observation, uid: str, prev: HistoryState | None, new: HistoryState,
+               events: Sequence[LogEvent], rows: Sequence[HistoryRow], iv: Interval, coverage: Coverage):
+        user, assignment = obs.users.get(uid), obs.assignments.get(uid)
+        group_scoped = any(a is not None and (a.scope or "").upper() == "GROUP"
+                           for a in (assignment, obs.previous_assignments.get(uid)))
+        s = self.settings
+
+        def explain(event: LogEvent) -> frozenset[str]:
+            return explained_fields(event, app_id=s.okta_flex_app_id, role_source=s.role_source,
+                                    group_scoped=group_scoped)
+
+        earlier = [(r.valid_from, r.state) for r in rows if in_interval(r.valid_from, iv.start, iv.end)]
+        default = effective_time([user.last_updated if user else None, assignment.last_updated if assignment else None],
+                                 after=iv.start, observed_at=iv.end)
+        return change_times(prev, new, events, start=iv.start, end=iv.end, covered=coverage.covers, explain=explain,
+                            kept=last_set_times(prev, earlier, new), default=default)
+
+
+_UNKNOWN = object()
+
+
+def fetch_log_events(okta, since: datetime, until: datetime, *, app_id: str | None) -> list[LogEvent]:
+    """Relevant events published in [since, until), once each; anything outside the window, for
+    another app, failed or malformed is dropped (the server's filter is not trusted)."""
+    events: dict[str, LogEvent] = {}
+    dropped = 0
+    for page in okta.iter_log_pages(since, until, filter=LOG_FILTER, limit=1000):
+        for item in page.items:
+            e = parse_log_event(item)
+            if e is None or not (since <= e.published < until) or (
+                    e.event_type.startswith("application.user_membership.") and e.app_id != app_id):
+                dropped += 1
+                continue
+            events.setdefault(e.uuid, e)
+    if dropped:
+        log.debug("System Log %s..%s: ignored %d event(s)", since, until, dropped)
+    return sorted(events.values(), key=lambda e: (e.published, e.uuid))
+
+
+def run_backfill(settings: Settings, start: date, end: date, *, dry_run: bool = False,
+                 progress: Progress | None = None, okta=None, now: datetime | None = None) -> BackfillResult:
+    """Rebuild role history for `start..end` (UTC days, inclusive) in this process, without Prefect.
+
+    Raises BackfillRangeError / BackfillRefused before changing anything, RunLockedError when a
+    nightly run holds the writer lock.  A failure mid-range keeps the days already done; running
+    the same command again resumes.
+    """
+    job = Backfill(settings, start, end, dry_run=dry_run, progress=progress, okta=okta, now=now)
+    try:
+        with job.locked():
+            job.prepare()
+            try:
+                for day in job.days:
+                    job.run_day(day)
+                return job.finish()
+            except BaseException as exc:
+                job.fail(exc)
+                raise
+    finally:
+        job.close()
