@@ -33,8 +33,8 @@ def nightly_run_name() -> str:
     from prefect.runtime import flow_run
 
     p = flow_run.parameters or {}
-    kind = "full" if p.get("full") else "incremental"
-    return f"nightly-sync {datetime.now(timezone.utc):%Y-%m-%d} {kind}{' apply' if p.get('apply') else ''}"
+    flags = [name for name in ("full", "apply") if p.get(name)]
+    return " ".join([f"nightly-sync {datetime.now(timezone.utc):%Y-%m-%d}", *flags])
 
 
 @task(name="prepare run", cache_policy=NO_CACHE)

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-drift", action="store_true", help="workers exactly mirror Okta")
     for bucket in DEFAULT_RATE_LIMITS:
         parser.add_argument(f"--{bucket}-rate-limit", type=int, default=None, metavar="PER_MINUTE",
-                            help=f"requests per minute for the {bucket!r} bucket (default {DEFAULT_RATE_LIMITS[bucket]})")
+                            help=f"requests/minute in the {bucket!r} bucket (default {DEFAULT_RATE_LIMITS[bucket]})")
     parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 

@@ -30,6 +30,15 @@ OKTA_SCOPES = frozenset({"okta.users.read", "okta.apps.read", "okta.logs.read"})
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 TOKEN_LIFETIME = 3600
 
+# OAuth error descriptions, worded like Okta's org authorization server.
+GRANT_UNSUPPORTED = "The authorization grant type is not supported by the authorization server."
+CLIENT_AUTH_FAILED = "Client authentication failed. Either the client or the client credentials are invalid."
+BAD_ASSERTION = "The client_assertion signature is invalid or it is not a valid JWT."
+EXP_TOO_FAR = "The client_assertion token has an expiration too far in the future."
+SCOPE_MISSING = ("The authorization server resource does not have any configured default scopes, "
+                 "'scope' must be provided.")
+SCOPE_UNKNOWN = "One or more scopes are not configured for the authorization server resource."
+
 USER_FILTER_ATTRS = frozenset({"status", "lastUpdated", "id", "profile.login", "profile.email",
                                "profile.firstName", "profile.lastName"})
 USER_DATE_ATTRS = frozenset({"created", "activated", "statusChanged", "lastUpdated", "lastLogin",
@@ -173,9 +182,9 @@ class OktaApi:
 
         form = {k: v[0] for k, v in req.form().items() if v}
         if form.get("grant_type") != "client_credentials":
-            return _oauth_error(400, "unsupported_grant_type", "The authorization grant type is not supported by the authorization server.")
+            return _oauth_error(400, "unsupported_grant_type", GRANT_UNSUPPORTED)
         if form.get("client_assertion_type") != ASSERTION_TYPE or not form.get("client_assertion"):
-            return _oauth_error(401, "invalid_client", "Client authentication failed. Either the client or the client credentials are invalid.")
+            return _oauth_error(401, "invalid_client", CLIENT_AUTH_FAILED)
         assertion = form["client_assertion"]
         audience = f"{self.url}/oauth2/v1/token"
         try:
@@ -189,14 +198,14 @@ class OktaApi:
         except jwt.ExpiredSignatureError:
             return _oauth_error(401, "invalid_client", "The client_assertion token is expired.")
         except jwt.InvalidTokenError:
-            return _oauth_error(401, "invalid_client", "The client_assertion signature is invalid or it is not a valid JWT.")
+            return _oauth_error(401, "invalid_client", BAD_ASSERTION)
         now = time.time()
         if claims.get("iss") != self.client_id or claims.get("sub") != self.client_id:
             return _oauth_error(401, "invalid_client", "The client_assertion token has an invalid issuer or subject.")
         if form.get("client_id") not in (None, self.client_id):
             return _oauth_error(401, "invalid_client", "The client_id does not match the client_assertion.")
         if claims["exp"] > now + TOKEN_LIFETIME + 5:
-            return _oauth_error(401, "invalid_client", "The client_assertion token has an expiration too far in the future.")
+            return _oauth_error(401, "invalid_client", EXP_TOO_FAR)
         jti = claims.get("jti")
         with self._lock:
             self._used_jti = {k: v for k, v in self._used_jti.items() if v > now}
@@ -206,9 +215,9 @@ class OktaApi:
                 self._used_jti[str(jti)] = claims["exp"]
         scopes = form.get("scope", "").split()
         if not scopes:
-            return _oauth_error(400, "invalid_scope", "The authorization server resource does not have any configured default scopes, 'scope' must be provided.")
+            return _oauth_error(400, "invalid_scope", SCOPE_MISSING)
         if not set(scopes) <= OKTA_SCOPES:
-            return _oauth_error(400, "invalid_scope", "One or more scopes are not configured for the authorization server resource.")
+            return _oauth_error(400, "invalid_scope", SCOPE_UNKNOWN)
         access_token = "simfake." + secrets.token_urlsafe(32)
         with self._lock:
             self._tokens = {k: v for k, v in self._tokens.items() if v[1] > now}
@@ -532,7 +541,8 @@ class OktaApi:
                        "geographicalContext": None},
             "authenticationContext": {"authenticationProvider": None, "credentialProvider": None,
                                       "credentialType": None, "issuer": None, "interface": None,
-                                      "authenticationStep": 0, "externalSessionId": "trs" + token62(self._k_uuid ^ 2, seq, 19)},
+                                      "authenticationStep": 0,
+                                      "externalSessionId": "trs" + token62(self._k_uuid ^ 2, seq, 19)},
             "displayMessage": DISPLAY_MESSAGES.get(r.event_type, r.event_type),
             "eventType": r.event_type,
             "outcome": {"result": r.outcome, "reason": None},

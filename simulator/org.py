@@ -19,8 +19,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from simulator.ids import (
-    ID_SLOT, MAX_USERS, Draw, b62, h64, hex32, id_offset, iso_ms, iso_s, key_of, mix64, okta_id, okta_id_index, org_suffix,
-    unit,
+    ID_SLOT, MAX_USERS, Draw, b62, h64, hex32, id_offset, iso_ms, iso_s, key_of, mix64, okta_id,
+    okta_id_index, org_suffix, unit,
 )
 
 from simulator.logs import LogRecord, LogStore, RETENTION_MS

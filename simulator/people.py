@@ -111,10 +111,13 @@ def sso_roles(user_type: object) -> list[str]:
 
 
 _NON_ALNUM = re.compile(r"[^A-Za-z0-9]+")
+_ASCII_ESCAPES = {c: f"_{c:02X}" for c in range(128) if not chr(c).isalnum()}
 
 
 def contact_identity(email: str) -> str:
     """Flex's client identity: every non-alphanumeric byte becomes `_` + uppercase hex."""
+    if email.isascii():
+        return email.translate(_ASCII_ESCAPES)
     return _NON_ALNUM.sub(lambda m: "".join(f"_{b:02X}" for b in m.group().encode("utf-8")), email)
 
 

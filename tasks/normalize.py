@@ -7,9 +7,10 @@ strings, malformed JSON) and returns a value; the only exception it raises is
 
 Conventions, decided once here:
 
-* Text is a `str`.  An `int`/`float` is rendered with `str()` (a SAML attribute is text and a
-  number has one obvious rendering); `None`, `bool`, lists and objects are "no value" and the
-  record's `problems` says so.
+* Text is a `str`; anything else (number, bool, list, object, null) is "no value" and the
+  record's `problems` says so.  Okta's profile schema types these fields as strings, so a number
+  there is corrupt data whose SSO rendering nobody can know; skipping it matches "null parts
+  omitted" in `String.join`.  (Worker attributes are the exception: see `_worker_text`.)
 * Every run of Unicode whitespace (tabs, newlines, NBSP, U+2028 ...) collapses to one space and
   the ends are trimmed: the issue says inner whitespace is not drift, and Okta's
   `String.join(" ", first, last)` leaves doubled spaces that Flex then stores verbatim.
@@ -113,20 +114,18 @@ def _text(value: object, label: str | None = None, problems: list[str] | None = 
 def _text_other(value: object, label: str | None, problems: list[str] | None) -> str | None:
     if isinstance(value, str):
         return _clean(value, label, problems)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if isinstance(value, float) and not math.isfinite(value):
-            rendered = None
-        else:
-            try:
-                rendered = str(value)
-            except ValueError:  # an int beyond sys.get_int_max_str_digits()
-                rendered = None
-        if problems is not None:
-            problems.append(f"{label}: number instead of a string")
-        return None if rendered is None else _clean(rendered, label, problems)
     if problems is not None:
         problems.append(f"{label}: {_json_type(value)} instead of a string")
     return None
+
+
+def _number_text(value: int | float) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "<number>"
+    try:
+        return _clean(str(value)).lower()
+    except ValueError:  # an int beyond sys.get_int_max_str_digits()
+        return "<number>"
 
 
 def _json_type(value: object) -> str:
@@ -153,9 +152,9 @@ def _storable(s: str) -> str:
 
 
 def normalize_text(value: object) -> str | None:
-    """NFC, controls removed, whitespace collapsed and trimmed, capped; numbers via str().
+    """NFC, controls removed, whitespace collapsed and trimmed, capped.  None for a non-string.
 
-    None for None, booleans, lists and objects.  Idempotent.
+    Idempotent: normalize_text(normalize_text(x)) == normalize_text(x).
     """
     return _text(value)
 
@@ -211,7 +210,7 @@ def _junk_role(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
-        return (_text(value) or "<number>").lower()
+        return _number_text(value)
     return f"<{_json_type(value)}>"
 
 

@@ -5,10 +5,12 @@ import email.utils
 import json
 import random
 import threading
+from pathlib import Path
 
 import httpx
 import pytest
 from hypothesis import given
+from conftest import FAKE_SECRETS
 from hypothesis import strategies as st
 
 from tasks.http import (
@@ -365,3 +367,45 @@ def test_redact_url(url, expected):
 ])
 def test_redact_text(text, secrets, expected):
     assert redact_text(text, secrets) == expected
+
+
+# --- cassettes must never hold a credential ---------------------------------------------------
+
+CASSETTES = Path(__file__).parent / "cassettes"
+CREDENTIAL_MARKERS = ("SSWS ", "Basic ", "Bearer ey", "simfake", "00SIMFAKE", "PRIVATE KEY", "client_assertion=",
+                      "!!binary")  # a base64 body would hide anything from this scan
+
+
+def leaked(text: str, secrets: dict[str, str]) -> list[str]:
+    """Labels (never values) of the secrets or credential markers found in `text`."""
+    found = [label for label, value in secrets.items() if value and value in text]
+    return found + [f"marker {m!r}" for m in CREDENTIAL_MARKERS if m in text]
+
+
+def simulator_secrets() -> dict[str, str]:
+    from simulator import SimulatorConfig, start_simulator
+
+    seed = json.loads((CASSETTES / "simulator.json").read_text())["seed"]
+    with start_simulator(SimulatorConfig(users=1, seed=seed)) as sim:
+        return {"okta api token": sim.okta_api_token, "auth token": sim.auth_token,
+                "api key secret": sim.api_key_secret}
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("authorization: SSWS abc", ["marker 'SSWS '"]),
+    ("authorization: Basic QUM6eA==", ["marker 'Basic '"]),
+    ('{"access_token":"simfake.x"}', ["marker 'simfake'"]),
+    ("token=s3cr3t-value", ["fake"]),
+    ("body: !!binary |\n  U1NXUyA=", ["marker '!!binary'"]),
+    ('{"access_token":"REDACTED"}', []),
+])
+def test_leak_scanner_catches_credentials(text, expected):
+    assert leaked(text, {"fake": "s3cr3t-value"}) == expected
+
+
+def test_cassettes_hold_no_secrets():
+    files = sorted(p for p in CASSETTES.rglob("*.yaml"))
+    assert files, "no cassettes found under tests/cassettes"
+    secrets = {**{f"conftest {k}": v for k, v in FAKE_SECRETS.items()}, **simulator_secrets()}
+    problems = {str(p.relative_to(CASSETTES)): found for p in files if (found := leaked(p.read_text(), secrets))}
+    assert not problems, f"cassettes contain credentials: {problems}"

@@ -666,20 +666,26 @@ class Target:
 
     def __init__(self, sim=None):
         self.sim = sim
+        self.facts = json.loads(SIM_FILE.read_text()) if SIM_FILE.exists() else {}
         if sim is not None:
             _live_secrets.update({sim.okta_api_token, sim.auth_token, sim.api_key_secret})
             _live_origins.add(sim.url)
-            now = datetime.now(timezone.utc).replace(microsecond=0)
-            self.facts = {"seed": CASSETTE_SEED, "flex_app_id": sim.flex_app_id,
-                          "oauth_client_id": sim.oauth_client_id, "oauth_key_id": sim.oauth_key_id,
-                          "log_since": (now.replace(hour=0, minute=0, second=0) - timedelta(days=3)).isoformat(),
-                          "log_until": now.replace(hour=0, minute=0, second=0).isoformat()}
-            SIM_FILE.parent.mkdir(parents=True, exist_ok=True)
-            SIM_FILE.write_text(json.dumps(self.facts, indent=2, sort_keys=True) + "\n")
-        else:
-            self.facts = json.loads(SIM_FILE.read_text())
+            self.save(seed=CASSETTE_SEED, flex_app_id=sim.flex_app_id, oauth_client_id=sim.oauth_client_id,
+                      oauth_key_id=sim.oauth_key_id)
         self.url = sim.url if sim else SIM_ORIGIN
         self.sleep = time.sleep if sim else (lambda seconds: None)
+
+    def save(self, **facts) -> None:
+        self.facts.update(facts)
+        SIM_FILE.parent.mkdir(parents=True, exist_ok=True)
+        SIM_FILE.write_text(json.dumps(self.facts, indent=2, sort_keys=True) + "\n")
+
+    def log_window(self) -> tuple[datetime, datetime]:
+        """Three recent days, fixed when recording (Okta refuses `since` > 180 days back)."""
+        if self.sim is not None:
+            midnight = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+            self.save(log_since=(midnight - timedelta(days=3)).isoformat(), log_until=midnight.isoformat())
+        return datetime.fromisoformat(self.facts["log_since"]), datetime.fromisoformat(self.facts["log_until"])
 
     def client(self, auth=None, **kwargs) -> OktaClient:
         token = self.sim.okta_api_token if self.sim else TOKEN
@@ -716,8 +722,7 @@ def test_cassette_pull_with_faults_matches_clean_pull(target):
 def test_cassette_incremental_pull_logs_and_get_user(target):
     with target.client() as client:
         changed = ids(client.iter_user_pages(updated_since=datetime(2000, 1, 1, tzinfo=timezone.utc)))
-        since = datetime.fromisoformat(target.facts["log_since"])
-        until = datetime.fromisoformat(target.facts["log_until"])
+        since, until = target.log_window()
         events = [e for page in client.iter_log_pages(since, until, limit=50) for e in page.items]
         one = client.get_user(changed[0])
     assert len(set(changed)) == 60  # every user changed after 2000, DEPROVISIONED included

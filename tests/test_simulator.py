@@ -282,6 +282,16 @@ def test_polling_always_has_a_next_link_and_sees_new_events(fresh_simulator):
     assert "next" in new.links
 
 
+def test_bounded_descending_is_the_ascending_walk_reversed(sim):
+    bounds = {"since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 30 * 86400)),
+              "until": sim.org.created_iso, "limit": 40}
+    with okta(sim) as c:
+        up, _ = walk(c, "/api/v1/logs", bounds)
+        down, _ = walk(c, "/api/v1/logs", {**bounds, "sortOrder": "DESCENDING"})
+    assert up and [e["uuid"] for e in down] == [e["uuid"] for e in reversed(up)]
+    assert all(bounds["since"] <= e["published"] < sim.org.created_iso for e in up)
+
+
 @pytest.mark.parametrize("params,code", [
     ({"since": "2001-01-01T00:00:00Z"}, "E0000053"),
     ({"since": "not-a-date"}, "E0000053"),
@@ -623,7 +633,8 @@ def test_control_api_over_http(fresh_simulator):
 
 def test_serve_prints_one_json_line_and_stops():
     out, stop = io.StringIO(), threading.Event()
-    thread = threading.Thread(target=serve, args=(SimulatorConfig(users=20, seed=1),), kwargs={"out": out, "stop": stop})
+    thread = threading.Thread(target=serve, args=(SimulatorConfig(users=20, seed=1),),
+                              kwargs={"out": out, "stop": stop})
     thread.start()
     for _ in range(100):
         if out.getvalue():
@@ -668,6 +679,21 @@ def sim_ids():
     from simulator.org import Org
 
     return Org(SimulatorConfig(users=1_000_000, seed=99, assigned=10), "http://127.0.0.1:9")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 999_999))
+def test_listing_template_equals_the_user_dict(sim_ids, i):
+    """Listing pages use a JSON template; it must say exactly what the dict says."""
+    assert json.loads(sim_ids.user_json(i)) == sim_ids.peek_user(i)
+
+
+def test_listing_template_covers_hostile_and_mutated_users(fresh_simulator):
+    s = fresh_simulator(users=300, seed=12)
+    s.org.set_profile(s.org.assigned_user_ids()[1], lastName='Quote " and \\ backslash')
+    for uid in s.org.planted["hostile"] + s.org.assigned_user_ids()[:3]:
+        i = s.org.index_of(uid)
+        assert json.loads(s.org.user_json(i)) == s.org.peek_user(i)
 
 
 @given(st.one_of(st.text(max_size=40), st.lists(st.text(max_size=10), max_size=4), st.integers(), st.none()))

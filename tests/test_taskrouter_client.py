@@ -4,6 +4,8 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -364,3 +366,118 @@ def test_live_update_with_if_match(fresh_simulator):
             pytest.raises(AuthError) as info:
         client.fetch_worker(sid)
     assert "RQ" in str(info.value) and "wrong-token" not in str(info.value)
+
+
+# --- cassettes: recorded once against the simulator, replayed offline ----------------------
+# Record with `pytest tests/test_taskrouter_client.py --record-mode=rewrite -k cassette`.
+# Same redaction rules as tests/test_okta_client.py (the lead may move both to conftest.py).
+
+SIM_ORIGIN = "http://simulator.test"
+SIM_FILE = Path(__file__).parent / "cassettes" / "simulator.json"  # shared with test_okta_client.py
+CASSETTE_SEED = 7
+REDACTED = "REDACTED"
+_live_secrets: set[str] = set()
+_live_origins: set[str] = set()
+
+
+def scrub(text: str) -> str:
+    for origin in _live_origins:
+        text = text.replace(origin, SIM_ORIGIN).replace(origin.split("://", 1)[1], SIM_ORIGIN.split("://", 1)[1])
+    for secret in sorted(_live_secrets | set(FAKE_SECRETS.values()), key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def scrub_request(request):
+    request.uri = scrub(request.uri)
+    for name in list(request.headers):
+        request.headers[name] = scrub(request.headers[name])
+    if isinstance(request.body, bytes):
+        request.body = scrub(request.body.decode("utf-8", "replace")).encode()
+    return request
+
+
+def scrub_response(response):
+    body = response["body"]["string"]
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    response["body"]["string"] = scrub(text).encode()
+    headers = {name: [scrub(v) for v in values] for name, values in response["headers"].items()}
+    for name in list(headers):
+        if name.lower() == "content-length":
+            headers[name] = [str(len(response["body"]["string"]))]
+        if name.lower() in ("set-cookie", "www-authenticate"):
+            del headers[name]
+    response["headers"] = headers
+    return response
+
+
+@pytest.fixture(scope="module")
+def vcr_config():
+    return {
+        "match_on": ["method", "path", "query"],  # the simulator's port changes between runs
+        "filter_headers": ["authorization", "cookie"],
+        "before_record_request": scrub_request,
+        "before_record_response": scrub_response,
+        "decode_compressed_response": True,
+    }
+
+
+class Target:
+    """A live simulator while recording; the cassette (and its recorded workspace) on replay."""
+
+    def __init__(self, sim=None):
+        self.sim = sim
+        facts = json.loads(SIM_FILE.read_text()) if SIM_FILE.exists() else {}
+        if sim is not None:
+            _live_secrets.update({sim.okta_api_token, sim.auth_token, sim.api_key_secret})
+            _live_origins.add(sim.url)
+            facts.update(seed=CASSETTE_SEED, workspace_sid=sim.workspace_sid)
+            SIM_FILE.parent.mkdir(parents=True, exist_ok=True)
+            SIM_FILE.write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
+        self.url = sim.url if sim else SIM_ORIGIN
+        self.workspace_sid = facts["workspace_sid"]
+        self.sleep = time.sleep if sim else (lambda seconds: None)
+
+    def client(self, **kwargs) -> TaskRouterClient:
+        user, password = (self.sim.account_sid, self.sim.auth_token) if self.sim else (ACCOUNT, AUTH_TOKEN)
+        return TaskRouterClient(self.url, self.workspace_sid, user, password, sleep=self.sleep, **kwargs)
+
+    def set_faults(self, **kwargs) -> None:
+        if self.sim is not None:
+            self.sim.set_faults(**kwargs)
+
+
+@pytest.fixture
+def target(vcr, record_mode, fresh_simulator, monkeypatch):
+    recording = record_mode != "none" and (record_mode in ("all", "new_episodes") or len(vcr) == 0)
+    if not recording:
+        assert len(vcr) > 0, "cassette missing: record it with --record-mode=rewrite"
+        return Target()
+    monkeypatch.setattr("simulator.limits.WINDOW_SECONDS", 1)
+    return Target(fresh_simulator(users=60, seed=CASSETTE_SEED, null_attributes_fraction=0.3))
+
+
+@pytest.mark.vcr
+def test_cassette_worker_pull_with_faults_matches_clean_pull(target):
+    with target.client() as client:
+        clean = pull_workers(client)
+    assert clean and all(w["attributes"] is not None for w in clean.values())
+    target.set_faults(fault_rate=0.05, rate_limits={"taskrouter": 3})
+    with target.client(timeout=1.0, max_retries=8) as client:
+        assert pull_workers(client) == clean
+    assert client.stats.retries + client.stats.throttled_429 >= 1
+
+
+@pytest.mark.vcr
+def test_cassette_fetch_update_delete_with_if_match(target):
+    with target.client() as client:
+        sid, other = sorted(pull_workers(client))[:2]
+        _, etag = client.fetch_worker(sid)
+        new = json.dumps({"email": "a@example.com", "full_name": "A B", "roles": ["agent"]})
+        updated = client.update_worker(sid, attributes=new, if_match=etag)
+        with pytest.raises(ConflictError):
+            client.update_worker(sid, attributes="{}", if_match=etag)
+        client.delete_worker(other)
+        with pytest.raises(NotFoundError):
+            client.fetch_worker(other)
+    assert updated["attributes"] == new
