@@ -58,8 +58,9 @@ def _print_outcome(outcome, *, apply: bool) -> None:
 
     console = Console(stderr=False)
     c = outcome.counts
-    console.print(f"[bold]run {outcome.run_id}[/bold]  okta users: {c.get('okta_users', 0):,}  "
-                  f"Flex assignments: {c.get('assigned_users', 0):,}  workers: {c.get('workers', 0):,}")
+    console.print(f"[bold]run {outcome.run_id}[/bold]")
+    console.print(f"okta users: {c.get('okta_users', 0):,}  flex assignments: {c.get('assigned_users', 0):,}  "
+                  f"workers: {c.get('workers', 0):,}", soft_wrap=True)
     table = Table(title="Drift summary", show_lines=False)
     table.add_column("finding")
     table.add_column("count", justify="right")

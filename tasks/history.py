@@ -21,8 +21,8 @@ from models.records import AppAssignment, OktaUser
 from models.tables import VALID_TO_CURRENT
 
 # App-user statuses that mean "assigned" (the others are leftovers of a removed assignment).
-ASSIGNED_APP_STATUSES = frozenset({"ACTIVE", "PROVISIONED", "STAGED", "IMPLICIT", "APPROVED", "MATCHED",
-                                   "PENDING", "IMPORTED", "SUSPENDED", None})
+# Same rule as reconciliation: an app user counts as assigned unless its status says it was removed.
+from tasks.reconcile import UNASSIGNED_STATUSES  # noqa: E402
 DELETED = "DELETED"
 # The tracked values, in the order `changed_fields` reports them.
 TRACKED_FIELDS = ("login", "app_username", "status", "assigned", "roles", "full_name", "email")
@@ -82,7 +82,7 @@ class RowEdits:
 
 
 def is_assigned(assignment: AppAssignment | None) -> bool:
-    return assignment is not None and (assignment.status or "ACTIVE").upper() in ASSIGNED_APP_STATUSES
+    return assignment is not None and (assignment.status or "ACTIVE").upper() not in UNASSIGNED_STATUSES
 
 
 def desired_state(user: OktaUser | None, assignment: AppAssignment | None, *, role_source: str,
