@@ -7,15 +7,78 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import threading
 from datetime import datetime, timezone
+from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from okta_flex_sync.settings import Settings
+from okta_flex_sync.db import RunLockedError
+from okta_flex_sync.settings import Settings, load_settings
 
 WRITER_LIMIT = "okta-flex-sync-writer"
+SECRET_BLOCK_PREFIX = "okta-flex-sync-"
 log = logging.getLogger(__name__)
+_limit_lock = threading.Lock()  # one creator per process: concurrent creates make the server log a conflict
+
+
+def wanted_secrets(settings: Settings) -> list[str]:
+    """The secret settings still needed to call Okta and Twilio (mirrors `Settings.require_sources`),
+    so a fully configured environment costs no Secret block look-ups."""
+    s = settings
+    wanted = []
+    if not s.okta_api_token and not s.okta_client_id:
+        wanted.append("okta_api_token")
+    if s.okta_client_id and not s.okta_api_token and not (s.okta_private_key or s.okta_private_key_file):
+        wanted.append("okta_private_key")
+    if s.twilio_api_key_sid and not s.twilio_api_key_secret:
+        wanted.append("twilio_api_key_secret")
+    if not s.twilio_api_key_sid and not s.twilio_auth_token:
+        wanted.append("twilio_auth_token")
+    return wanted
+
+
+def secret_block_name(field_name: str) -> str:
+    """`okta_api_token` -> `okta-flex-sync-okta-api-token` (block names allow dashes, not underscores)."""
+    return SECRET_BLOCK_PREFIX + field_name.replace("_", "-")
+
+
+def _read_secret_block(name: str) -> str | None:
+    from prefect.blocks.system import Secret
+
+    try:
+        return Secret.load(name).get()
+    except ValueError:  # no such block: the setting stays unset and require_sources names it
+        return None
+
+
+def flow_settings() -> Settings:
+    """Settings for a flow run: the environment (or `.env`) first, then a Prefect Secret block
+    `okta-flex-sync-<setting>` for each needed secret the environment lacks, so deployments and
+    their job variables never carry a secret."""
+    settings = load_settings()
+    found = {f: v for f in wanted_secrets(settings) if (v := _read_secret_block(secret_block_name(f)))}
+    if found:
+        log.info("read %s from Prefect Secret blocks", ", ".join(secret_block_name(f) for f in found))
+        settings = load_settings(**found)
+    return settings
+
+
+def project_directory(directory: str = "") -> dict:
+    """Prefect pull step: run deployed flows from the okta-flex-sync checkout on the worker's host.
+
+    `directory` comes from `{{ $OKTA_FLEX_SYNC_HOME }}`, resolved on the worker, not at deploy
+    time; when it is empty the checkout this package was installed from is used, so a worker on
+    any machine with the project installed finds `flows/*.py` without extra settings.
+    """
+    path = Path(directory).expanduser().resolve() if directory else Path(__file__).resolve().parent.parent
+    if not (path / "flows" / "nightly.py").is_file():
+        raise FileNotFoundError(f"{path} is not an okta-flex-sync checkout (no flows/nightly.py); "
+                                f"set OKTA_FLEX_SYNC_HOME on the worker to the project directory")
+    os.chdir(path)
+    return {"directory": str(path)}
 
 
 def retry_if_transient(task_, task_run, state) -> bool:

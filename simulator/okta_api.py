@@ -286,8 +286,8 @@ class OktaApi:
             if node.attr == "profile.login" and node.op == "eq" and isinstance(node.value, str):
                 i = org.find(node.value)
                 return [] if i is None else [i]
-            if node.attr == "lastUpdated" and node.op in ("gt", "ge") and node.value >= org.created_iso:
-                return org.mutated_indices()  # base users all changed before the org was created
+            if node.attr == "lastUpdated" and node.op in ("gt", "ge"):
+                return org.updated_since_candidates(node.value)  # None: too far back to narrow
             return None
         if isinstance(node, scim.And):
             left, right = self._plan(node.left), self._plan(node.right)

@@ -4,7 +4,8 @@ Users are a pure function of (seed, index): `00u` ids encode the index so they s
 and nothing is stored for a user until a mutation helper touches it.  Assignments, workers and
 System Log history exist only for the (at most ~15,000) assigned users, so memory does not
 grow with the user count.  Every base user's `lastUpdated` is before `created_ms`, the org's
-creation instant, which lets `lastUpdated gt W` skip straight to mutated users.
+creation instant (unassigned ones 91 days before it), which lets `lastUpdated gt W` skip
+straight to the few users that can match.
 """
 from __future__ import annotations
 
@@ -19,16 +20,16 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from simulator.ids import (
-    ID_SLOT, MAX_USERS, Draw, b62, h64, hex32, id_offset, iso_ms, iso_s, key_of, mix64, okta_id,
-    okta_id_index, org_suffix, unit,
+    ID_SLOT, MAX_USERS, Draw, b62, h64, id_offset, iso_ms, key_of, mix64, okta_id, okta_id_index,
+    org_suffix,
 )
-
-from simulator.logs import LogRecord, LogStore, RETENTION_MS
+from simulator.logs import RETENTION_MS, LogRecord, LogStore
 from simulator.people import (
     ALL_USER_STATUSES, CHANNELS, DEPARTMENTS, FIRST_NAMES, HOSTILE_PATCHES, LAST_NAMES,
     SIGNED_IN_STATUSES, SKILLS, TITLES, USER_STATUSES, USER_TYPES, WFO_ROLES, ascii_slug,
     contact_identity, sso_full_name, sso_roles, swap_case_once, weighted_table,
 )
+from simulator.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ _NF, _NL = len(FIRST_NAMES), len(LAST_NAMES)
 _NFD = {name: unicodedata.normalize("NFD", name) for name in FIRST_NAMES + LAST_NAMES}
 _CHANGED_SETS = ("userType", "lastName,displayName", "title", "department", "firstName,displayName",
                  "mobilePhone", "userType,title")
-ACTIVITIES = (("Offline", False), ("Available", True), ("Unavailable", False), ("Break", False))
-_ACTIVITY_WEIGHTS = (0, 0, 0, 0, 0, 1, 1, 1, 2, 3)  # index into ACTIVITIES
 
 # Planted kinds and what their lists hold ("worker" sids or "user" ids).
 PLANTED_KINDS = {
@@ -67,22 +66,6 @@ _UNPARSEABLE = ("{not json", "[]", '"str"', "null")
 
 class UnknownUser(KeyError):
     """No such (live) user in the simulated org."""
-
-
-class UnknownWorker(KeyError):
-    """No such worker in the simulated workspace."""
-
-
-class PreconditionFailed(Exception):
-    """If-Match did not match the worker's current ETag."""
-
-
-class WorkerConflict(ValueError):
-    """The friendly_name is already used by another worker (case-insensitively)."""
-
-
-class InvalidRequest(ValueError):
-    """A write the real API would reject with 400."""
 
 
 @dataclass
@@ -126,26 +109,6 @@ class Assignment:
     status_changed_ms: int
     roles: object = ABSENT  # app-user profile `roles`; ABSENT omits the key
     group_id: str | None = None
-
-
-@dataclass
-class WorkerRecord:
-    """A TaskRouter worker as stored; `attributes` is the raw JSON string."""
-
-    sid: str
-    friendly_name: str
-    attributes: str
-    activity_sid: str
-    activity_name: str
-    available: bool
-    date_created_ms: int
-    date_updated_ms: int
-    date_status_changed_ms: int
-    version: int = 0
-
-    @property
-    def etag(self) -> str:
-        return f'"{h64(int(self.sid[2:18], 16), self.version):016x}"'
 
 
 @dataclass
@@ -197,22 +160,22 @@ class Org:
         self.users = config.users
         self.created_ms = created_ms if created_ms is not None else (int(time.time()) * 1000)
         self.created_iso = iso_ms(self.created_ms)
+        # Every unassigned base user was last updated before this instant (see _timeline).
+        self.quiet_before_iso = iso_ms(self.created_ms - 91 * DAY_MS)
+        self._assigned_updates: list[tuple[str, int]] = []
         seed = config.seed
         self._k_user = key_of("user", seed)
         self._k_status = key_of("status", seed)
         self._k_assign = key_of("assignment", seed)
         self._k_worker = key_of("worker", seed)
-        self._k_null = key_of("null-attributes", seed)
         self._suffix = org_suffix(seed)
         self._offset = id_offset(seed)
         self.app_id = okta_id("0oa", key_of("app", seed), 4242, self._suffix)
         self.user_type_id = okta_id("oty", key_of("type", seed), 7777, self._suffix)
         self.admin_id = okta_id("00u", key_of("admin", seed), 999, self._suffix)
         self.group_id = okta_id("00g", key_of("group", seed), 5151, self._suffix)
-        self.activities = {name: "WA" + hex32(key_of("activity", seed), n)
-                           for n, (name, _) in enumerate(ACTIVITIES)}
-        self._activity_available = {self.activities[name]: avail for name, avail in ACTIVITIES}
-        self._activity_name = {sid: name for name, sid in self.activities.items()}
+        self.workspace = Workspace(seed, config.null_attributes_fraction)
+        self.activities = self.workspace.activities
 
         self._lock = threading.RLock()
         self._patches: dict[int, dict] = {}
@@ -221,10 +184,6 @@ class Org:
         self._login_overrides: dict[str, int] = {}
         self._assignments: dict[int, Assignment] = {}
         self._assigned_sorted: list[int] = []
-        self._workers: dict[str, WorkerRecord] = {}
-        self._worker_sids: list[str] = []
-        self._names: dict[str, str] = {}  # casefolded friendly_name -> sid
-        self._worker_counter = 0
         self.log = LogStore()
         self.planted: dict[str, list[str]] = {kind: [] for kind in PLANTED_KINDS}
         self._initial_assigned: frozenset[int] = frozenset()
@@ -461,6 +420,21 @@ class Org:
         with self._lock:
             return sorted(self._overrides)
 
+    def updated_since_candidates(self, since_iso: str) -> list[int] | None:
+        """A sorted superset of the users whose lastUpdated may be >= since_iso, or None.
+
+        Unassigned base users were all last updated before `quiet_before_iso` (91 days before
+        the org was created), so for any later watermark only the materialized assigned users
+        and the mutated ones can match: an incremental sync never scans a million users.
+        """
+        if since_iso < self.quiet_before_iso:
+            return None
+        start = bisect.bisect_left(self._assigned_updates, (since_iso[:19],))
+        recent = {i for _, i in self._assigned_updates[start:]}
+        with self._lock:
+            recent.update(self._overrides)
+        return sorted(i for i in recent if i not in self._deleted)
+
     def base_status(self, i: int) -> str:
         """The status of user `i` without generating it (for fast status scans)."""
         override = self._overrides.get(i)
@@ -477,6 +451,8 @@ class Org:
         self._plant_user_patches(order)
         slots = [self._make_slot(i) for i in chosen]
         self._ensure_invalid_user_type(slots, order)
+        # Second-resolution keys: a user updated within the watermark's second is kept.
+        self._assigned_updates = sorted((s.user["lastUpdated"][:19], s.index) for s in slots)
         history: list[LogRecord] = []
         for slot in slots:
             history.extend(self._history_events(slot))
@@ -495,7 +471,7 @@ class Org:
         for kind in self.planted:
             self.planted[kind] = sorted(set(self.planted[kind]))
         logger.debug("simulated org built: %d users, %d assigned, %d workers in %.2fs",
-                     self.users, len(self._assignments), len(self._workers),
+                     self.users, len(self._assignments), len(self.workspace),
                      time.perf_counter() - started)
 
     def _choose_assigned(self, rng: random.Random) -> list[int]:
@@ -730,66 +706,68 @@ class Org:
             out.append(("orphan_worker", name, self.created_ms - (200 + k) * DAY_MS, attrs))
         return out
 
-    def _new_sid(self) -> str:
-        sid = "WK" + hex32(self._k_worker, self._worker_counter)
-        self._worker_counter += 1
-        return sid
-
-    def _add_worker(self, friendly_name: str, attributes: str, date_ms: int, pick: int) -> WorkerRecord:
-        name, available = ACTIVITIES[_ACTIVITY_WEIGHTS[pick % len(_ACTIVITY_WEIGHTS)]]
-        record = WorkerRecord(self._new_sid(), friendly_name, attributes, self.activities[name], name,
-                              available, date_ms - DAY_MS, date_ms, date_ms)
-        self._workers[record.sid] = record
-        self._names[friendly_name.casefold()] = record.sid
-        return record
-
     def _materialize_workers(self, slots: list[_Slot], extras) -> None:
         for s in slots:
             if s.worker is None:
                 continue
             raw = s.raw if s.raw is not None else json.dumps(s.worker, ensure_ascii=False)
-            record = self._add_worker(s.friendly_name, raw, s.date_updated_ms, h64(self._k_worker, s.index))
+            record = self.workspace.add(s.friendly_name, raw, s.date_updated_ms, h64(self._k_worker, s.index))
             for tag in s.tags:
                 self.planted[tag].append(record.sid)
         for n, (kind, name, date_ms, attrs) in enumerate(extras):
-            if name.casefold() in self._names:
+            if self.workspace.by_name(name) is not None:
                 continue
-            record = self._add_worker(name, json.dumps(attrs, ensure_ascii=False), date_ms, n)
+            record = self.workspace.add(name, json.dumps(attrs, ensure_ascii=False), date_ms, n)
             self.planted[kind].append(record.sid)
-        self._worker_sids = sorted(self._workers)
 
     def _apply_worker_count(self, rng: random.Random) -> None:
         """Honour an explicit `workers` count: drop workers or add orphans."""
-        want = self.config.workers
-        if want is None or want == len(self._workers):
+        want, have = self.config.workers, len(self.workspace)
+        if want is None or want == have:
             return
-        if want < len(self._workers):
-            keep = set(rng.sample(self._worker_sids, want))
-            for sid in self._worker_sids:
+        if want < have:
+            keep = set(rng.sample(self.workspace.sids(), want))
+            for sid in self.workspace.sids():
                 if sid not in keep:
-                    record = self._workers.pop(sid)
-                    self._names.pop(record.friendly_name.casefold(), None)
+                    self.workspace.delete(sid)
             for kind in self.planted:
                 if PLANTED_KINDS[kind] == "worker":
                     self.planted[kind] = [s for s in self.planted[kind] if s in keep]
-        else:
-            k = 0
-            while len(self._workers) < want:
-                name = f"extra.agent{k}@{OLD_DOMAIN}"
-                k += 1
-                attrs = {"full_name": f"Extra Agent {k}", "email": name, "roles": ["agent"]}
-                record = self._add_worker(name, json.dumps(attrs), self.created_ms - 300 * DAY_MS, k)
-                self.planted["orphan_worker"].append(record.sid)
-        self._worker_sids = sorted(self._workers)
+            return
+        for k in range(want - have):
+            name = f"extra.agent{k}@{OLD_DOMAIN}"
+            attrs = {"full_name": f"Extra Agent {k}", "email": name, "roles": ["agent"]}
+            record = self.workspace.add(name, json.dumps(attrs), self.created_ms - 300 * DAY_MS, k)
+            self.planted["orphan_worker"].append(record.sid)
 
     def _plant_null_attributes(self) -> None:
-        fraction = self.config.null_attributes_fraction
-        self.planted["null_attributes"] = [sid for sid in self._worker_sids if self.lists_null(sid, fraction)]
+        self.planted["null_attributes"] = [sid for sid in self.workspace.sids() if self.workspace.lists_null(sid)]
 
-    def lists_null(self, sid: str, fraction: float | None = None) -> bool:
-        """Whether list pages show this worker's attributes as null (deterministic per sid)."""
-        fraction = self.config.null_attributes_fraction if fraction is None else fraction
-        return unit(self._k_null, int(sid[2:18], 16)) < fraction
+    # ------------------------------------------------------------------ worker reads (see Workspace)
+    def workers(self) -> list[dict]:
+        """Every worker (with its real attributes string and ETag), ordered by sid."""
+        return self.workspace.all()
+
+    def worker_by_name(self, name: str) -> dict | None:
+        """The worker whose friendly_name matches case-insensitively, like TaskRouter."""
+        return self.workspace.by_name(name)
+
+    def worker(self, sid: str) -> dict | None:
+        return self.workspace.get(sid)
+
+    def worker_sids(self) -> list[str]:
+        return self.workspace.sids()
+
+    def update_worker(self, sid: str, **changes) -> dict:
+        """Change a worker directly (no HTTP, no faults): attributes=, friendly_name=, if_match=."""
+        self.workspace.update(sid, **changes)
+        return self.workspace.get(sid)
+
+    def create_worker(self, friendly_name: str, attributes: str = "{}") -> dict:
+        return self.workspace.get(self.workspace.create(friendly_name, attributes).sid)
+
+    def delete_worker(self, sid: str) -> None:
+        self.workspace.delete(sid)
 
     # ------------------------------------------------------------------ assignment reads
     def assignment(self, user_id: str) -> Assignment | None:
@@ -810,101 +788,6 @@ class Org:
             chunk = self._assigned_sorted[start:start + limit]
             more = start + limit < len(self._assigned_sorted)
             return [copy.copy(self._assignments[i]) for i in chunk], more
-
-    # ------------------------------------------------------------------ worker reads/writes
-    def workers(self) -> list[dict]:
-        """Every worker (with its real attributes string), ordered by sid."""
-        with self._lock:
-            return [_worker_dict(self._workers[sid]) for sid in self._worker_sids]
-
-    def worker_by_name(self, name: str) -> dict | None:
-        with self._lock:
-            sid = self._names.get(name.casefold())
-            return _worker_dict(self._workers[sid]) if sid else None
-
-    def worker(self, sid: str) -> dict | None:
-        with self._lock:
-            record = self._workers.get(sid)
-            return _worker_dict(record) if record else None
-
-    def worker_record(self, sid: str) -> WorkerRecord:
-        with self._lock:
-            record = self._workers.get(sid)
-            if record is None:
-                raise UnknownWorker(sid)
-            return copy.copy(record)
-
-    def worker_sids(self) -> list[str]:
-        with self._lock:
-            return list(self._worker_sids)
-
-    def worker_records(self, sids: list[str]) -> list[WorkerRecord]:
-        with self._lock:
-            return [copy.copy(self._workers[s]) for s in sids if s in self._workers]
-
-    def update_worker(self, sid: str, *, attributes: str | None = None, friendly_name: str | None = None,
-                      activity_sid: str | None = None, if_match: str | None = None) -> WorkerRecord:
-        """Apply a TaskRouter worker update atomically (all checks before any change)."""
-        if attributes is not None:
-            _check_attributes(attributes)
-        with self._lock:
-            record = self._workers.get(sid)
-            if record is None:
-                raise UnknownWorker(sid)
-            if if_match is not None and not _etag_matches(if_match, record.etag):
-                raise PreconditionFailed(sid)
-            if friendly_name is not None:
-                _check_friendly_name(friendly_name)
-                owner = self._names.get(friendly_name.casefold())
-                if owner is not None and owner != sid:
-                    raise WorkerConflict(friendly_name)
-            if activity_sid is not None and activity_sid not in self._activity_name:
-                raise InvalidRequest("ActivitySid is not an Activity of this Workspace")
-            now = int(time.time() * 1000)
-            if attributes is not None:
-                record.attributes = attributes
-            if friendly_name is not None:
-                self._names.pop(record.friendly_name.casefold(), None)
-                record.friendly_name = friendly_name
-                self._names[friendly_name.casefold()] = sid
-            if activity_sid is not None and activity_sid != record.activity_sid:
-                record.activity_sid = activity_sid
-                record.activity_name = self._activity_name[activity_sid]
-                record.available = self._activity_available[activity_sid]
-                record.date_status_changed_ms = now
-            record.date_updated_ms = now
-            record.version += 1
-            return copy.copy(record)
-
-    def create_worker(self, friendly_name: str, attributes: str = "{}",
-                      activity_sid: str | None = None) -> WorkerRecord:
-        _check_friendly_name(friendly_name)
-        _check_attributes(attributes)
-        with self._lock:
-            if friendly_name.casefold() in self._names:
-                raise WorkerConflict(friendly_name)
-            if activity_sid is not None and activity_sid not in self._activity_name:
-                raise InvalidRequest("ActivitySid is not an Activity of this Workspace")
-            now = int(time.time() * 1000)
-            record = self._add_worker(friendly_name, attributes, now, 0)
-            record.date_created_ms = record.date_status_changed_ms = now
-            if activity_sid is not None:
-                record.activity_sid = activity_sid
-                record.activity_name = self._activity_name[activity_sid]
-                record.available = self._activity_available[activity_sid]
-            bisect.insort(self._worker_sids, record.sid)
-            return copy.copy(record)
-
-    def delete_worker(self, sid: str, if_match: str | None = None) -> None:
-        with self._lock:
-            record = self._workers.get(sid)
-            if record is None:
-                raise UnknownWorker(sid)
-            if if_match is not None and not _etag_matches(if_match, record.etag):
-                raise PreconditionFailed(sid)
-            del self._workers[sid]
-            self._names.pop(record.friendly_name.casefold(), None)
-            self._worker_sids.remove(sid)
 
     # ------------------------------------------------------------------ mutations
     def _now_ms(self) -> int:
@@ -1076,30 +959,3 @@ def _format_variant(name: str) -> str:
     if collapsed != name:
         return collapsed
     return name.replace(" ", "  ") if " " in name else f" {name}"
-
-
-def _etag_matches(header: str, etag: str) -> bool:
-    wanted = {t.strip().removeprefix("W/").strip('"') for t in header.split(",")}
-    return "*" in wanted or etag.strip('"') in wanted
-
-
-def _check_attributes(attributes: str) -> None:
-    try:
-        json.loads(attributes)
-    except (TypeError, ValueError):
-        raise InvalidRequest("Attributes must be a valid JSON string") from None
-
-
-def _check_friendly_name(name: str) -> None:
-    if not name or len(name) > 64:
-        raise InvalidRequest("FriendlyName must be 1-64 characters")
-
-
-def _worker_dict(record: WorkerRecord) -> dict:
-    return {
-        "sid": record.sid, "friendly_name": record.friendly_name, "attributes": record.attributes,
-        "activity_sid": record.activity_sid, "activity_name": record.activity_name,
-        "available": record.available, "date_created": iso_s(record.date_created_ms),
-        "date_updated": iso_s(record.date_updated_ms),
-        "date_status_changed": iso_s(record.date_status_changed_ms), "etag": record.etag,
-    }

@@ -13,8 +13,9 @@ import logging
 from urllib.parse import unquote
 
 from simulator.ids import InvalidCursor, iso_s, key_of, seal, unseal
-from simulator.org import (
-    InvalidRequest, Org, PreconditionFailed, UnknownWorker, WorkerConflict, WorkerRecord,
+from simulator.org import Org
+from simulator.workspace import (
+    ACTIVITIES, InvalidRequest, PreconditionFailed, UnknownWorker, WorkerConflict, WorkerRecord,
 )
 from simulator.wire import Request, Response, json_response, ordered_params, with_query
 
@@ -121,7 +122,7 @@ class TaskRouterApi:
         else:
             start = page * page_size
         chunk = sids[start:start + page_size]
-        records = self.org.worker_records(chunk)
+        records = self.org.workspace.records(chunk)
         base = f"{self.workspace_url}/Workers"
         keep = ordered_params(req.query, {"PageSize", "Page", "PageToken"})
         meta = {
@@ -148,15 +149,15 @@ class TaskRouterApi:
     def _filtered_sids(self, req: Request) -> list[str]:
         name = req.arg("FriendlyName")
         if name is not None:
-            found = self.org.worker_by_name(name)
+            found = self.org.workspace.by_name(name)
             sids = [found["sid"]] if found else []
         else:
-            sids = self.org.worker_sids()
+            sids = self.org.workspace.sids()
         activity_name, activity_sid, available = req.arg("ActivityName"), req.arg("ActivitySid"), req.arg("Available")
         if activity_name is None and activity_sid is None and available is None:
             return sids
         out = []
-        for r in self.org.worker_records(sids):
+        for r in self.org.workspace.records(sids):
             if activity_name is not None and r.activity_name != activity_name:
                 continue
             if activity_sid is not None and r.activity_sid != activity_sid:
@@ -177,7 +178,7 @@ class TaskRouterApi:
 
     def fetch_worker(self, sid: str, path: str) -> Response:
         try:
-            record = self.org.worker_record(sid)
+            record = self.org.workspace.record(sid)
         except UnknownWorker:
             raise self._not_found(path) from None
         return json_response(200, self._worker_json(record), [("ETag", record.etag)])
@@ -185,7 +186,7 @@ class TaskRouterApi:
     def update_worker(self, req: Request, sid: str) -> Response:
         form = req.form()
         try:
-            record = self.org.update_worker(
+            record = self.org.workspace.update(
                 sid,
                 attributes=_first(form, "Attributes"),
                 friendly_name=_first(form, "FriendlyName"),
@@ -207,7 +208,7 @@ class TaskRouterApi:
         if not name:
             raise TwilioError(400, 20001, "Missing required parameter FriendlyName in the post body")
         try:
-            record = self.org.create_worker(name, _first(form, "Attributes") or "{}", _first(form, "ActivitySid"))
+            record = self.org.workspace.create(name, _first(form, "Attributes") or "{}", _first(form, "ActivitySid"))
         except (WorkerConflict, InvalidRequest) as exc:
             raise TwilioError(400, 20001, _conflict_message(exc)) from None
         self._on_write("worker_creates")
@@ -215,7 +216,7 @@ class TaskRouterApi:
 
     def delete_worker(self, req: Request, sid: str) -> Response:
         try:
-            self.org.delete_worker(sid, if_match=req.header("If-Match"))
+            self.org.workspace.delete(sid, if_match=req.header("If-Match"))
         except UnknownWorker:
             raise self._not_found(req.path) from None
         except PreconditionFailed:
@@ -226,7 +227,7 @@ class TaskRouterApi:
     # ---------------------------------------------------------------- rendering
     def _worker_json(self, r: WorkerRecord, listed: bool = False) -> dict:
         url = f"{self.workspace_url}/Workers/{r.sid}"
-        attributes = None if listed and self.org.lists_null(r.sid) else r.attributes
+        attributes = None if listed and self.org.workspace.lists_null(r.sid) else r.attributes
         return {
             "sid": r.sid, "friendly_name": r.friendly_name, "account_sid": self.account_sid,
             "activity_sid": r.activity_sid, "activity_name": r.activity_name,
@@ -253,8 +254,6 @@ class TaskRouterApi:
                                                      "activities": f"{self.workspace_url}/Activities"}}
 
     def _activities_json(self) -> dict:
-        from simulator.org import ACTIVITIES
-
         items = [{"sid": self.org.activities[name], "friendly_name": name, "available": available,
                   "account_sid": self.account_sid, "workspace_sid": self.workspace_sid,
                   "url": f"{self.workspace_url}/Activities/{self.org.activities[name]}"}

@@ -83,7 +83,8 @@ PROFILE_ATTRIBUTES = {"login": "login", "firstName": "full_name", "lastName": "f
                       "userType": "roles"}
 MAX_CHANGED_ATTRIBUTES = 200
 
-Progress = Callable[["DaySummary", int, int], None]  # (summary of the day just done, days done, days in all)
+# The pipeline's progress convention (`tasks.sync.Progress`): ("backfill", days done, history rows changed so far).
+Progress = Callable[[str, int, int], None]
 
 
 class BackfillError(RuntimeError):
@@ -529,6 +530,11 @@ class BackfillResult:
                  for k in ("events", "users_changed", "rows_opened", "rows_closed", "rows_removed")}
         return cls(start, end, dry_run, run_id, days=len(per_day), per_day=list(per_day), **total)
 
+    def __str__(self) -> str:
+        return (f"{self.days} day(s), {self.events} System Log event(s), {self.users_changed} user(s) changed: "
+                f"{self.rows_opened} row(s) opened, {self.rows_closed} closed, {self.rows_removed} removed"
+                f"{' (dry run: nothing written)' if self.dry_run else ''}")
+
     def as_dict(self) -> dict:
         return {"start": self.start.isoformat(), "end": self.end.isoformat(), "dry_run": self.dry_run,
                 "run_id": self.run_id, "days": self.days, "events": self.events, "users_changed": self.users_changed,
@@ -630,7 +636,8 @@ class Backfill:
                  "%d closed, %d removed%s", day, summary.log, summary.events, summary.intervals, summary.users_changed,
                  summary.rows_opened, summary.rows_closed, summary.rows_removed, " (dry run)" if self.dry_run else "")
         if self.progress is not None:
-            self.progress(summary, len(self.summaries), len(self.days))
+            rows = sum(d.rows_opened + d.rows_closed + d.rows_removed for d in self.summaries)
+            self.progress("backfill", len(self.summaries), rows)
         return summary
 
     def finish(self) -> BackfillResult:

@@ -138,7 +138,7 @@ def diff_history(current: Mapping[str, tuple[HistoryState, datetime]],
         cands = [user.last_updated if user else None]
         a = assignments.get(uid)
         cands.append(a.last_updated if a else None)
-        floor = max((t for t in (prev_from,) if t is not None), default=None)
+        floor = max((t for t in (prev_from, observed_after) if t is not None), default=None)
         at = effective_time(cands, after=floor, observed_at=observed_at)
         changes.append(HistoryChange(want, at, closes_current=prev_state is not None))
     return changes

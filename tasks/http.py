@@ -243,6 +243,15 @@ def is_retriable_error(exc: BaseException) -> bool:
     return classify(None, exc, attempt=1, now=time.time()).retriable
 
 
+def retry_condition(task, task_run, state) -> bool:
+    """Ready-made Prefect `retry_condition_fn`: retry the task only when its error is transient."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:  # the result could not be loaded; do not guess
+        return False
+    return isinstance(exc, BaseException) and is_retriable_error(exc)
+
+
 def error_for_status(status: int) -> type[ApiError]:
     """The named error a final (non-retriable) status maps to."""
     if status in (401, 403):

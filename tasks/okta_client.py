@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 DEFAULT_SCOPES = "okta.users.read okta.apps.read okta.logs.read"
 REQUEST_ID_HEADER = "X-Okta-Request-Id"
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-MAX_EMPTY_PAGES = 3  # consecutive empty pages that still carry a next link before we give up
+# Okta answers slow filtered queries with short, even empty, pages that still link onward, so
+# empty pages are normal; only an absurd run of them means the server is looping.
+MAX_EMPTY_PAGES = 1000
 USER_AGENT = "okta-flex-sync/0.1"
 
 
@@ -255,7 +257,8 @@ class OktaClient:
         elif settings.okta_api_token is not None and settings.okta_api_token.get_secret_value():
             auth = SSWSAuth(settings.okta_api_token.get_secret_value())
         else:
-            raise ConfigError("configuration error: OKTA_API_TOKEN (or OKTA_CLIENT_ID with OKTA_PRIVATE_KEY) is not set")
+            raise ConfigError("configuration error: OKTA_API_TOKEN (or OKTA_CLIENT_ID with OKTA_PRIVATE_KEY) "
+                              "is not set")
         kwargs.setdefault("timeout", settings.http_timeout_seconds)
         kwargs.setdefault("max_retries", settings.http_max_retries)
         kwargs.setdefault("max_concurrency", settings.okta_max_concurrency)

@@ -462,7 +462,7 @@ hostile_text = st.text(alphabet=st.characters(), max_size=60) | st.sampled_from(
     ["\u00a0", "\u2028", "e\u0301", "\x00", "\ud800", " ,", "\u0130", "\u1e9e", "\ufb01"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(json_values)
 def test_normalize_text_total_and_idempotent(value):
     out = normalize_text(value)
@@ -473,14 +473,14 @@ def test_normalize_text_total_and_idempotent(value):
         assert unicodedata.is_normalized("NFC", out) and _storable(out)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(hostile_text, max_size=5).map("".join))
 def test_normalize_text_idempotent_on_hostile_unicode(s):
     out = normalize_text(s)
     assert normalize_text(out) == out and _storable(out)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(json_values | st.lists(hostile_text, max_size=6) | st.lists(hostile_text, max_size=6).map(",".join))
 def test_normalize_roles_invariants(value):
     ok, bad = normalize_roles(value, VALID)
@@ -510,7 +510,7 @@ profiles = st.dictionaries(
     json_values | hostile_text)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.fixed_dictionaries({"id": st.text(min_size=1, max_size=20)},
                              optional={"status": json_values, "profile": profiles | json_values,
                                        "lastUpdated": json_values | st.sampled_from(["2024-05-01T12:00:00Z"])}))
@@ -526,7 +526,7 @@ def test_normalize_user_never_raises_anything_else(raw):
     assert set(split_roles(user.roles)) <= VALID
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.fixed_dictionaries({"id": st.just("00u1")},
                              optional={"credentials": st.dictionaries(st.just("userName"), json_values | hostile_text)
                                        | json_values,
@@ -537,7 +537,7 @@ def test_normalize_assignment_never_raises(raw):
     assert isinstance(a.app_username, str) and _storable(a.app_username)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(json_values.map(lambda v: json.dumps(v)) | st.text(max_size=40) | json_values,
        json_values | hostile_text)
 def test_parse_worker_never_raises(attributes, name):

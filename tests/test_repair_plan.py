@@ -94,7 +94,7 @@ def _value_texts(raw: str) -> dict[str, str]:
     return {m.key: raw[m.value_start: m.end] for m in members}
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(st.text(max_size=6), json_value, max_size=6), layouts,
        st.dictionaries(st.text(max_size=6), json_value, max_size=3), st.sets(st.text(max_size=6), max_size=3),
        st.booleans(), st.sampled_from(["", " ", "\n"]))

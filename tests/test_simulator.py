@@ -519,6 +519,7 @@ def test_same_seed_same_org_and_different_seed_different_org():
 
 def test_a_million_users_are_lazy_and_incremental_filters_are_fast(fresh_simulator):
     s = fresh_simulator(users=1_000_000, seed=2, assigned=60)
+    assert s.org.updated_since_candidates(s.org.quiet_before_iso) is not None
     started = time.perf_counter()
     last = s.org.user(s.org.user_id(999_999))
     assert time.perf_counter() - started < 0.05 and last["id"] == s.org.user_id(999_999)
@@ -529,9 +530,23 @@ def test_a_million_users_are_lazy_and_incremental_filters_are_fast(fresh_simulat
         started = time.perf_counter()
         r = c.get("/api/v1/users", params={"filter": f'lastUpdated gt "{s.org.created_iso}"'})
         elapsed = time.perf_counter() - started
+        overlap = c.get("/api/v1/users", params={"search": f'lastUpdated gt "{s.org.quiet_before_iso}"'})
         page = c.get("/api/v1/users", params={"limit": 200})
     assert [u["id"] for u in r.json()] == [changed] and elapsed < 1.0
+    assert changed in {u["id"] for u in overlap.json()} and "next" not in overlap.links
     assert len(page.json()) == 200 and s.org.mutated_indices() == [777_777]
+
+
+@pytest.mark.parametrize("op,days_back", [("gt", 0), ("ge", 0), ("gt", 1), ("ge", 30), ("gt", 89)])
+def test_incremental_watermarks_before_creation_match_a_full_scan(sim, op, days_back):
+    """Watermarks shortly before the org existed are narrowed too; results must not change."""
+    mark = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(sim.org.created_ms / 1000 - days_back * 86400))
+    with okta(sim) as c:
+        narrowed, _ = walk(c, "/api/v1/users", {"filter": f'lastUpdated {op} "{mark}"'})
+    truth = [sim.org.peek_user(i) for i in range(sim.org.users)]
+    expected = [u["id"] for u in truth if (u["lastUpdated"] > mark if op == "gt" else u["lastUpdated"] >= mark)]
+    assert [u["id"] for u in narrowed] == expected
+    assert days_back < 30 or expected  # assigned users have ~60 days of recent history
 
 
 def test_base_users_predate_the_org_and_mutations_bump_last_updated(fresh_simulator):
