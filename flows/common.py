@@ -93,6 +93,7 @@ def retry_if_transient(task_, task_run, state) -> bool:
 
 
 def nightly_run_name() -> str:
+    """"nightly-sync 2026-11-28" plus " full" / " apply", so the UI's run list says what each run did."""
     from prefect.runtime import flow_run
 
     p = flow_run.parameters or {}
@@ -135,24 +136,44 @@ def task_report(job):
 
 @contextlib.contextmanager
 def one_writer(settings: Settings, timeout_seconds: float = 6 * 3600):
-    """Prefect-level guard: one writer per org across nightly and backfill runs (the database
-    lock in `okta_flex_sync.db.writer_lock` is the last line)."""
+    """Prefect-level guard: one writer at a time across nightly, backfill and reconcile runs (the
+    database lock in `okta_flex_sync.db.writer_lock` is the last line).  A second run waits for the
+    slot; after `timeout_seconds` it stops with `RunLockedError` (the CLI's exit code 4)."""
     from prefect.concurrency.sync import concurrency
 
-    _ensure_limit(WRITER_LIMIT)
-    with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=timeout_seconds):
-        yield
+    limit = _ensure_limit(WRITER_LIMIT)
+    if limit is not None and limit.active_slots >= limit.limit:
+        log.warning("another okta-flex-sync run holds the Prefect concurrency limit %r; waiting up to %gs for it",
+                    WRITER_LIMIT, timeout_seconds)
+    acquired = False
+    try:
+        with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=timeout_seconds):
+            acquired = True
+            yield
+    except TimeoutError:
+        if acquired:  # raised by the run itself, not by the wait for the slot
+            raise
+        raise RunLockedError(f"another okta-flex-sync run held the Prefect concurrency limit {WRITER_LIMIT!r} for "
+                             f"{timeout_seconds:g}s; try again when it finishes") from None
 
 
-def _ensure_limit(name: str) -> None:
+def _ensure_limit(name: str):
+    """Create the one-slot global concurrency limit on first use; return it, or None when the
+    Prefect API cannot say (the run then relies on the database lock alone)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     try:
-        with get_client(sync_client=True) as client:
+        with _limit_lock, get_client(sync_client=True) as client:
             try:
-                client.read_global_concurrency_limit_by_name(name)
-            except Exception:
+                return client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                pass
+            with contextlib.suppress(ObjectAlreadyExists):  # another process created it meanwhile
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            return client.read_global_concurrency_limit_by_name(name)
     except Exception as exc:  # never fail a run over the optional Prefect-level guard
-        log.warning("could not ensure Prefect concurrency limit %s: %s", name, exc)
+        log.warning("could not ensure Prefect concurrency limit %s (%s); relying on the database lock",
+                    name, type(exc).__name__)
+        return None

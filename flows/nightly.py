@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import nightly_run_name, one_writer, task_extract, task_prepare, task_publish, task_report, task_repair
+from flows.common import (flow_settings, nightly_run_name, one_writer, task_extract, task_prepare, task_publish,
+                          task_repair, task_report)
 from okta_flex_sync.pipeline import NightlySync
-from okta_flex_sync.settings import load_settings
 
 
 @flow(name="nightly-sync", flow_run_name=nightly_run_name, log_prints=False, validate_parameters=True)
@@ -15,7 +15,7 @@ def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | Non
     """Pull Okta users, Flex app assignments and TaskRouter workers (concurrently), stage them,
     update role history, reconcile workers against Okta, write drift reports, and repair the
     SSO-managed worker attributes only when `apply` is true."""
-    settings = load_settings()
+    settings = flow_settings()
     job = NightlySync(settings, full=full, apply=apply, max_changes=max_changes, allow_shrink=allow_shrink,
                       strip_deactivated=strip_deactivated, delete_orphans=delete_orphans)
     try:

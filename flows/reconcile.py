@@ -4,9 +4,8 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import one_writer
+from flows.common import flow_settings, one_writer
 from okta_flex_sync.pipeline import reconcile_latest
-from okta_flex_sync.settings import load_settings
 
 
 @task(name="reconcile staged data and write reports", cache_policy=NO_CACHE)
@@ -18,7 +17,7 @@ def task_reconcile(settings, source_run_id):
 def reconcile_flow(source_run_id: str = "latest"):
     """Re-run reconciliation and the drift reports on the latest (or the given) run's staged
     assignments and workers and the current user mirror, without calling Okta or TaskRouter."""
-    settings = load_settings()
+    settings = flow_settings()
     with one_writer(settings):
         outcome = task_reconcile(settings, None if source_run_id == "latest" else source_run_id)
     return {"run_id": outcome.run_id, "summary": outcome.summary}

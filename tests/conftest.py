@@ -134,3 +134,11 @@ def sim_env(monkeypatch, tmp_path):
         return env
 
     return apply
+
+
+@pytest.fixture(scope="module")
+def vcr_config():
+    """vcrpy settings for every cassette test: secrets scrubbed centrally (tests/cassette_support.py)."""
+    from cassette_support import VCR_CONFIG
+
+    return VCR_CONFIG

@@ -22,6 +22,7 @@ from okta_flex_sync.settings import ConfigError, Settings
 from tasks.http import AuthError, NotFoundError, PaginationError, RetriesExhausted
 from tasks.okta_client import OktaClient, PrivateKeyJWTAuth, SSWSAuth, okta_timestamp
 from conftest import FAKE_SECRETS
+from cassette_support import CASSETTE_SEED, SIM_FILE, SIM_ORIGIN, remember
 
 ORG = "https://acme.okta.com"
 TOKEN = FAKE_SECRETS["okta_api_token"]
@@ -616,58 +617,6 @@ def test_live_oauth_private_key_jwt(fresh_simulator):
 # header and client_assertion are dropped, known secrets and access tokens are masked, and the
 # simulator's random port is replaced by SIM_ORIGIN so next links stay same-origin on replay.
 
-SIM_ORIGIN = "http://simulator.test"
-SIM_FILE = CASSETTES / "simulator.json"
-CASSETTE_SEED = 7
-REDACTED = "REDACTED"
-_live_secrets: set[str] = set()
-_live_origins: set[str] = set()
-
-
-def scrub(text: str) -> str:
-    for origin in _live_origins:
-        text = text.replace(origin, SIM_ORIGIN).replace(origin.split("://", 1)[1], SIM_ORIGIN.split("://", 1)[1])
-    for secret in sorted(_live_secrets | set(FAKE_SECRETS.values()), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return re.sub(r'"access_token"\s*:\s*"[^"]*"', f'"access_token":"{REDACTED}"', text)
-
-
-def scrub_request(request):
-    request.uri = scrub(request.uri)
-    for name in list(request.headers):
-        request.headers[name] = scrub(request.headers[name])
-    if isinstance(request.body, bytes):
-        request.body = scrub(request.body.decode("utf-8", "replace")).encode()
-    return request
-
-
-def scrub_response(response):
-    body = response["body"]["string"]
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    response["body"]["string"] = scrub(text).encode()
-    headers = {name: [scrub(v) for v in values] for name, values in response["headers"].items()}
-    for name in list(headers):
-        if name.lower() == "content-length":
-            headers[name] = [str(len(response["body"]["string"]))]
-        if name.lower() in ("set-cookie", "www-authenticate"):
-            del headers[name]
-    response["headers"] = headers
-    return response
-
-
-@pytest.fixture(scope="module")
-def vcr_config():
-    """Cassette settings for this module (the lead may move them to conftest.py)."""
-    return {
-        "match_on": ["method", "path", "query"],  # the simulator's port changes between runs
-        "filter_headers": ["authorization", "cookie"],
-        "filter_post_data_parameters": ["client_assertion"],
-        "before_record_request": scrub_request,
-        "before_record_response": scrub_response,
-        "decode_compressed_response": True,
-    }
-
-
 class Target:
     """Where a cassette test points: a live simulator while recording, the cassette on replay."""
 
@@ -675,8 +624,7 @@ class Target:
         self.sim = sim
         self.facts = json.loads(SIM_FILE.read_text()) if SIM_FILE.exists() else {}
         if sim is not None:
-            _live_secrets.update({sim.okta_api_token, sim.auth_token, sim.api_key_secret})
-            _live_origins.add(sim.url)
+            remember(sim)
             self.save(seed=CASSETTE_SEED, flex_app_id=sim.flex_app_id, oauth_client_id=sim.oauth_client_id,
                       oauth_key_id=sim.oauth_key_id)
         self.url = sim.url if sim else SIM_ORIGIN

@@ -5,7 +5,6 @@ import base64
 import json
 import logging
 import time
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -15,6 +14,7 @@ from conftest import FAKE_SECRETS
 from okta_flex_sync.settings import ConfigError, Settings
 from tasks.http import AuthError, ConflictError, NotFoundError, PaginationError, RetriesExhausted
 from tasks.taskrouter_client import TaskRouterClient
+from cassette_support import CASSETTE_SEED, SIM_FILE, SIM_ORIGIN, remember
 
 BASE = "https://taskrouter.twilio.com"
 ACCOUNT = "AC" + "a" * 32
@@ -372,56 +372,6 @@ def test_live_update_with_if_match(fresh_simulator):
 # Record with `pytest tests/test_taskrouter_client.py --record-mode=rewrite -k cassette`.
 # Same redaction rules as tests/test_okta_client.py (the lead may move both to conftest.py).
 
-SIM_ORIGIN = "http://simulator.test"
-SIM_FILE = Path(__file__).parent / "cassettes" / "simulator.json"  # shared with test_okta_client.py
-CASSETTE_SEED = 7
-REDACTED = "REDACTED"
-_live_secrets: set[str] = set()
-_live_origins: set[str] = set()
-
-
-def scrub(text: str) -> str:
-    for origin in _live_origins:
-        text = text.replace(origin, SIM_ORIGIN).replace(origin.split("://", 1)[1], SIM_ORIGIN.split("://", 1)[1])
-    for secret in sorted(_live_secrets | set(FAKE_SECRETS.values()), key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
-
-
-def scrub_request(request):
-    request.uri = scrub(request.uri)
-    for name in list(request.headers):
-        request.headers[name] = scrub(request.headers[name])
-    if isinstance(request.body, bytes):
-        request.body = scrub(request.body.decode("utf-8", "replace")).encode()
-    return request
-
-
-def scrub_response(response):
-    body = response["body"]["string"]
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    response["body"]["string"] = scrub(text).encode()
-    headers = {name: [scrub(v) for v in values] for name, values in response["headers"].items()}
-    for name in list(headers):
-        if name.lower() == "content-length":
-            headers[name] = [str(len(response["body"]["string"]))]
-        if name.lower() in ("set-cookie", "www-authenticate"):
-            del headers[name]
-    response["headers"] = headers
-    return response
-
-
-@pytest.fixture(scope="module")
-def vcr_config():
-    return {
-        "match_on": ["method", "path", "query"],  # the simulator's port changes between runs
-        "filter_headers": ["authorization", "cookie"],
-        "before_record_request": scrub_request,
-        "before_record_response": scrub_response,
-        "decode_compressed_response": True,
-    }
-
-
 class Target:
     """A live simulator while recording; the cassette (and its recorded workspace) on replay."""
 
@@ -429,8 +379,7 @@ class Target:
         self.sim = sim
         facts = json.loads(SIM_FILE.read_text()) if SIM_FILE.exists() else {}
         if sim is not None:
-            _live_secrets.update({sim.okta_api_token, sim.auth_token, sim.api_key_secret})
-            _live_origins.add(sim.url)
+            remember(sim)
             facts.update(seed=CASSETTE_SEED, workspace_sid=sim.workspace_sid)
             SIM_FILE.parent.mkdir(parents=True, exist_ok=True)
             SIM_FILE.write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
