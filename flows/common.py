@@ -66,14 +66,16 @@ def flow_settings() -> Settings:
     return settings
 
 
-def project_directory(directory: str = "") -> dict:
+def project_directory(directory: str | None = None) -> dict:
     """Prefect pull step: run deployed flows from the okta-flex-sync checkout on the worker's host.
 
-    `directory` comes from `{{ $OKTA_FLEX_SYNC_HOME }}`, resolved on the worker, not at deploy
-    time; when it is empty the checkout this package was installed from is used, so a worker on
-    any machine with the project installed finds `flows/*.py` without extra settings.
+    The place is decided on the worker at run time: `directory` if given, else the worker's
+    OKTA_FLEX_SYNC_HOME, else the checkout this package was installed from.  (A `{{ $VAR }}`
+    template in prefect.yaml would not do: `prefect deploy` freezes it when the deploying shell
+    has the variable.)
     """
-    path = Path(directory).expanduser().resolve() if directory else Path(__file__).resolve().parent.parent
+    chosen = directory or os.environ.get("OKTA_FLEX_SYNC_HOME")
+    path = Path(chosen).expanduser().resolve() if chosen else Path(__file__).resolve().parent.parent
     if not (path / "flows" / "nightly.py").is_file():
         raise FileNotFoundError(f"{path} is not an okta-flex-sync checkout (no flows/nightly.py); "
                                 f"set OKTA_FLEX_SYNC_HOME on the worker to the project directory")

@@ -27,9 +27,21 @@ class SchemaOutOfDate(ConfigError):
 def open_database(settings: Settings) -> Engine:
     """An engine on an up-to-date schema: SQLite upgrades itself, Postgres must be upgraded explicitly."""
     engine = make_engine(settings.database_url)
+    try:
+        ensure_schema(engine, settings)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def ensure_schema(engine: Engine, settings: Settings) -> None:
+    """Upgrade SQLite in place; require Postgres to be at head.  A writer calls this while it
+    holds the writer lock, so two runs started together never migrate at once (Alembic keeps
+    process-global state, and a losing run must exit cleanly, not half-way through a migration)."""
     if settings.is_sqlite:
         upgrade(engine)
-        return engine
+        return
     from alembic.script import ScriptDirectory
 
     from okta_flex_sync.db import alembic_config, current_revision
@@ -37,10 +49,8 @@ def open_database(settings: Settings) -> Engine:
     head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
     rev = current_revision(engine)
     if rev != head:
-        engine.dispose()
         raise SchemaOutOfDate(f"database schema is at {rev or 'nothing'}, expected {head}: "
                               f"run `okta-flex-sync db upgrade` first")
-    return engine
 
 
 @dataclass
@@ -88,9 +98,10 @@ class NightlySync:
     # The writer lock spans the whole run; both runners enter it around the stages.
     @contextlib.contextmanager
     def locked(self):
-        self.engine = open_database(self.settings)
+        self.engine = make_engine(self.settings.database_url)
         try:
             with writer_lock(self.engine, self.settings.okta_org_url, wait_seconds=self.settings.lock_wait_seconds):
+                ensure_schema(self.engine, self.settings)
                 yield self
         finally:
             self.engine.dispose()

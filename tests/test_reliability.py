@@ -347,25 +347,39 @@ def _cli(env: dict, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-@pytest.mark.parametrize("wait,expected_codes", [
-    (0, [0, EXIT_LOCKED]),  # the default: the second run exits 4 with a clear message
-    (60, [0, 0]),           # LOCK_WAIT_SECONDS: the second run waits its turn, then works
-])
-def test_two_runs_started_together(wait, expected_codes, fresh_simulator, sim_env, database_url, tmp_path):
+def _two_cli_runs(sim, env: dict, cwd: Path, wait: float) -> list[tuple[int, str, str]]:
+    sim.set_faults(latency_ms=300)  # each run takes a couple of seconds: the two surely overlap
+    child_env = {**os.environ, **env, "LOCK_WAIT_SECONDS": str(wait)}
+    procs = [_cli(child_env, cwd) for _ in range(2)]
+    return [(p.wait(timeout=120), *p.communicate()) for p in procs]
+
+
+def test_two_runs_started_together(fresh_simulator, sim_env, database_url, tmp_path):
+    """One does the work; the other exits 4 with one clear line and touches nothing."""
     sim = fresh_simulator(users=200, seed=4)
     env = sim_env(sim, database_url)
-    sim.set_faults(latency_ms=300)  # each run takes a couple of seconds: they surely overlap
-    child_env = {**os.environ, **env, "LOCK_WAIT_SECONDS": str(wait)}
-    procs = [_cli(child_env, tmp_path) for _ in range(2)]
-    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
-    assert sorted(code for code, _, _ in results) == expected_codes, results
-    for code, _out, err in results:
-        if code == EXIT_LOCKED:
-            last = err.strip().splitlines()[-1]
-            assert LOCKED_MESSAGE in last and "Traceback" not in err, err
-    statuses = run_statuses(database_url)
-    assert sorted(statuses.values()) == ["succeeded"] * expected_codes.count(0)
+    results = _two_cli_runs(sim, env, tmp_path, wait=0)
+    assert sorted(code for code, _, _ in results) == [0, EXIT_LOCKED], results
+    err = next(err for code, _, err in results if code == EXIT_LOCKED)
+    assert err.strip().splitlines()[-1].startswith(f"okta-flex-sync: {LOCKED_MESSAGE}") and "Traceback" not in err
+    assert list(run_statuses(database_url).values()) == ["succeeded"]
     assert_history_valid(database_url)
+
+
+def test_second_run_waits_its_turn_on_a_new_database(fresh_simulator, sim_env, tmp_path):
+    """LOCK_WAIT_SECONDS: the second run waits, then runs incrementally; the first night's
+    schema creation happens under the lock, so the two never migrate at once."""
+    sim = fresh_simulator(users=200, seed=4)
+    url = f"sqlite:///{tmp_path / 'first-night.db'}"
+    env = sim_env(sim, url)
+    results = _two_cli_runs(sim, env, tmp_path, wait=60)
+    assert [code for code, _, _ in results] == [0, 0], results
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        runs = conn.execute(select(sync_runs.c.status, sync_runs.c.parameters).order_by(sync_runs.c.started_at)).all()
+    engine.dispose()
+    assert [(status, params["full"]) for status, params in runs] == [("succeeded", True), ("succeeded", False)]
+    assert_history_valid(url)
 
 
 def test_second_run_exits_4_while_the_lock_is_held(fresh_simulator, sim_env, database_url):
