@@ -67,7 +67,12 @@ from tasks.history import (
     stage_change,
     state_at,
 )
-from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_timestamp
+from tasks.normalize import (
+    MalformedRecord,
+    normalize_assignment,
+    normalize_user,
+    parse_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +123,22 @@ def is_relevant_type(event_type: str) -> bool:
     return event_type == PROFILE_EVENT or event_type.startswith(_PREFIXES)
 
 
+def _ident(value: object, limit: int) -> str | None:
+    """An id as stored: printable text of bounded length (no NUL, no lone surrogate), else None."""
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isprintable():
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
+
+
 def _target_id(targets: Sequence[dict], kind: str) -> str | None:
     """Targets are found by type, never by position (their order varies)."""
     for t in targets:
-        if t.get("type") == kind and isinstance(t.get("id"), str) and 0 < len(t["id"]) <= 64:
-            return t["id"]
+        if t.get("type") == kind and (found := _ident(t.get("id"), 64)):
+            return found
     return None
 
 
@@ -133,7 +149,7 @@ def _names(value: object) -> set[str]:
         parts = [v for v in value if isinstance(v, str)]
     else:
         return set()
-    return {p.strip().removeprefix("profile.") for p in parts[:MAX_CHANGED_ATTRIBUTES] if p.strip()}
+    return {p.strip().removeprefix("profile.") for p in parts[:MAX_CHANGED_ATTRIBUTES] if 0 < len(p.strip()) <= 100}
 
 
 def changed_attributes(raw: dict, targets: Sequence[dict]) -> frozenset[str] | None:
@@ -157,7 +173,7 @@ def changed_attributes(raw: dict, targets: Sequence[dict]) -> frozenset[str] | N
                 if isinstance(details.get(side), dict):
                     said = True
                     found |= {k.removeprefix("profile.") for k in list(details[side])[:MAX_CHANGED_ATTRIBUTES]
-                              if isinstance(k, str)}
+                              if isinstance(k, str) and 0 < len(k) <= 100}
     return frozenset(found) if said and found else None
 
 
@@ -165,9 +181,8 @@ def parse_log_event(raw: object) -> LogEvent | None:
     """A System Log event backfill can use, or None (irrelevant type, failed, malformed, no user)."""
     if not isinstance(raw, dict):
         return None
-    uuid, event_type = raw.get("uuid"), raw.get("eventType")
-    if not (isinstance(uuid, str) and 0 < len(uuid) <= 64 and isinstance(event_type, str)
-            and len(event_type) <= 120 and is_relevant_type(event_type)):
+    uuid, event_type = _ident(raw.get("uuid"), 64), _ident(raw.get("eventType"), 120)
+    if uuid is None or event_type is None or not is_relevant_type(event_type):
         return None
     published = parse_timestamp(raw.get("published"))
     outcome = raw.get("outcome")

@@ -19,10 +19,10 @@ from datetime import datetime
 
 from models.records import AppAssignment, OktaUser
 from models.tables import VALID_TO_CURRENT
+from tasks.reconcile import UNASSIGNED_STATUSES
 
-# App-user statuses that mean "assigned" (the others are leftovers of a removed assignment).
-# Same rule as reconciliation: an app user counts as assigned unless its status says it was removed.
-from tasks.reconcile import UNASSIGNED_STATUSES  # noqa: E402
+# An app user counts as assigned unless its status says it was removed: the same rule as
+# reconciliation (`tasks.reconcile.UNASSIGNED_STATUSES`).
 DELETED = "DELETED"
 # The tracked values, in the order `changed_fields` reports them.
 TRACKED_FIELDS = ("login", "app_username", "status", "assigned", "roles", "full_name", "email")

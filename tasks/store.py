@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
@@ -39,6 +40,21 @@ from tasks.history import HistoryChange, HistoryState
 _USER_FIELDS = [f.name for f in fields(OktaUser)]
 _ASSIGNMENT_FIELDS = [f.name for f in fields(AppAssignment)]
 _WORKER_FIELDS = [f.name for f in fields(Worker)]
+
+
+# Text neither database can hold: Postgres TEXT refuses NUL, and a lone surrogate is not UTF-8.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_text(value):
+    """`value` with NUL and lone surrogates written as visible escapes (`\\x00`, `\\ud800`).
+
+    For text kept verbatim from a hostile source (raw worker attributes, error messages): the
+    escape keeps it readable, and JSON that did not parse (a raw NUL) still does not.
+    """
+    if not isinstance(value, str) or not _UNSTORABLE.search(value):
+        return value
+    return _UNSTORABLE.sub(lambda m: "\\x00" if m.group() == "\x00" else f"\\u{ord(m.group()):04x}", value)
 
 
 def utcnow() -> datetime:
@@ -71,7 +87,7 @@ def finish_run(engine_or_conn, run_id: str, *, status: str, counts: dict | None 
     if watermarks_ is not None:
         values["watermarks"] = watermarks_
     if error is not None:
-        values["error"] = error[:2000]
+        values["error"] = storable_text(error[:2000])
     stmt = update(sync_runs).where(sync_runs.c.run_id == run_id).values(**values)
     if isinstance(engine_or_conn, Connection):
         engine_or_conn.execute(stmt)
@@ -128,7 +144,8 @@ def land_assignments(conn: Connection, run_id: str, rows: Iterable[AppAssignment
 
 
 def land_workers(conn: Connection, run_id: str, rows: Iterable[Worker]) -> int:
-    return insert_batches(conn, staged_workers, ({"run_id": run_id, **asdict(w)} for w in rows))
+    return insert_batches(conn, staged_workers, ({"run_id": run_id, **asdict(w),
+                                                 "attributes_raw": storable_text(w.attributes_raw)} for w in rows))
 
 
 def unland(conn: Connection, run_id: str, source: str, keys: Sequence[str]) -> None:
@@ -277,7 +294,7 @@ def set_watermark(conn: Connection, org_url: str, stream: str, value: datetime, 
 
 
 def record_repair(conn: Connection, **row) -> None:
-    conn.execute(insert(repair_audit).values(**row))
+    conn.execute(insert(repair_audit).values(**{k: storable_text(v) for k, v in row.items()}))
 
 
 def role_counts(conn: Connection) -> dict[str, int]:

@@ -94,7 +94,8 @@ def _produce(q: queue.Queue, source: str, pages: Iterator, convert: Callable, st
                     records.append(convert(item))
                 except MalformedRecord as exc:
                     rid = item.get("id") or item.get("sid") if isinstance(item, dict) else None
-                    skipped.append({"source": source, "id": str(rid)[:100] if rid else None, "reason": str(exc)[:300]})
+                    skipped.append({"source": source, "id": store.storable_text(str(rid)[:100]) if rid else None,
+                                    "reason": str(exc)[:300]})
             q.put((source, page, records, skipped))
         q.put((source, _DONE, None, None))
     except BaseException as exc:  # hand the failure to the consumer thread

@@ -21,7 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from models.tables import VALID_TO_CURRENT, metadata, okta_log_events, role_history, sync_runs
+from models.tables import (
+    VALID_TO_CURRENT,
+    metadata,
+    okta_log_events,
+    role_history,
+    sync_runs,
+)
 from okta_flex_sync.db import RunLockedError, make_engine, upgrade, writer_lock
 from okta_flex_sync.settings import Settings
 from tasks import store
@@ -60,7 +66,8 @@ def iso(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def okta_user(uid, login, first, last, user_type="agent", status="ACTIVE", updated=at(1, 5)):
+def okta_user(uid, login, first, last, user_type="agent", status="ACTIVE", updated=None):
+    updated = updated or at(1, 5)
     return {"id": uid, "status": status, "lastUpdated": iso(updated),
             "profile": {"login": login, "email": login, "firstName": first, "lastName": last, "userType": user_type}}
 
@@ -176,7 +183,7 @@ def dump(engine, *tables, drop=()) -> dict[str, list[tuple]]:
         for t in tables:
             cols = [c for c in t.columns if c.name not in drop]
             rows = conn.execute(select(*cols)).all()
-            out[t.name] = sorted((tuple(repr(v) for v in r) for r in rows))
+            out[t.name] = sorted(tuple(repr(v) for v in r) for r in rows)
     return out
 
 
@@ -339,7 +346,7 @@ def test_refuses_a_range_beyond_retention_without_raw_pages(scenario):
 
 def test_old_days_covered_by_raw_pages_are_rebuilt_without_the_log(scenario):
     """120 days later the log has nothing for March, but the raw pages still say what happened."""
-    engine, cfg = scenario
+    _engine, cfg = scenario
     okta = FakeOkta(EVENTS)
     result = run_backfill(cfg, date(2026, 3, 2), date(2026, 3, 4), okta=okta, now=NOW + timedelta(days=110))
     assert okta.calls == [] and not result.changed
@@ -364,14 +371,13 @@ def test_range_errors(case_id, start, end, words, tmp_path):
 def test_waits_for_the_nightly_writer_lock(scenario):
     engine, cfg = scenario
     before = dump(engine)
-    with writer_lock(engine, ORG):
-        with pytest.raises(RunLockedError):
-            backfill(cfg)
+    with writer_lock(engine, ORG), pytest.raises(RunLockedError):
+        backfill(cfg)
     assert dump(engine) == before
 
 
 def test_today_is_read_up_to_now_and_read_again_later(scenario):
-    engine, cfg = scenario
+    _engine, cfg = scenario
     okta = FakeOkta(EVENTS)
     run_backfill(cfg, date(2026, 3, 10), date(2026, 3, 10), okta=okta, now=NOW)
     run_backfill(cfg, date(2026, 3, 10), date(2026, 3, 10), okta=okta, now=NOW + timedelta(hours=1))
@@ -390,8 +396,8 @@ def test_new_nightly_run_after_backfill_continues_the_history(scenario):
 
 # --- pure parts --------------------------------------------------------------------------------
 
-def ev(kind="user.account.update_profile", *, app=None, changed=None, outcome="SUCCESS", when=at(3, 10)):
-    return LogEvent("u1", when, kind, ANN, app, outcome, changed)
+def ev(kind="user.account.update_profile", *, app=None, changed=None, outcome="SUCCESS"):
+    return LogEvent("u1", at(3, 10), kind, ANN, app, outcome, changed)
 
 
 PARSE_CASES = [
@@ -416,6 +422,12 @@ PARSE_CASES = [
     ("bad timestamp", {**event(1, at(3, 10), "user.lifecycle.create", ANN), "published": "yesterday"}, None),
     ("target is not a list", {**event(1, at(3, 10), "user.lifecycle.create", ANN), "target": "00uA"}, None),
     ("not an object", ["uuid"], None),
+    ("NUL in the uuid", {**event(1, at(3, 10), "user.lifecycle.create", ANN), "uuid": "ev\x00"}, None),
+    ("lone surrogate in the user id", {**event(1, at(3, 10), "user.lifecycle.create", ANN),
+                                       "target": [{"id": "00u\ud800", "type": "User"}]}, None),
+    ("over-long attribute names are ignored", event(1, at(3, 10), "user.account.update_profile", ANN,
+                                                    changed=["x" * 101, "email"]),
+     ("user.account.update_profile", ANN, None, frozenset({"email"}))),
 ]
 
 
@@ -541,7 +553,7 @@ def test_progress_follows_the_pipeline_convention(scenario):
     """The CLI passes `observability.Progress`, called as (source, count, items)."""
     from okta_flex_sync.observability import Progress
 
-    engine, cfg = scenario
+    _engine, cfg = scenario
     calls = []
     with Progress(enabled=False, interval=0) as bar:
         result = backfill(cfg, progress=lambda *a: (calls.append(a), bar(*a)))
@@ -623,7 +635,7 @@ def test_prefect_flow(prefect_harness, fresh_simulator, sim_env, tmp_path):
     assert list(inspect.signature(backfill_flow.fn).parameters) == ["start", "end", "dry_run"]
     assert backfill_flow.name == "backfill" and backfill_flow.description
     url = f"sqlite:///{tmp_path / 'flow.db'}"
-    cfg, promoted, _ = _two_nights_in_the_simulator(fresh_simulator, sim_env, url)
+    _cfg, promoted, _ = _two_nights_in_the_simulator(fresh_simulator, sim_env, url)
     today = store.utcnow().date()
     start = today - timedelta(days=1)
     out = backfill_flow(start=start.isoformat(), end=today.isoformat())

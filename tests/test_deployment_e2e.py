@@ -8,6 +8,8 @@ none: the pull step must resolve the project on the worker, at run time.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -30,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "okta-flex-sync"
 USERS = 150
+logger = logging.getLogger(__name__)
 
 
 def _free_port() -> int:
@@ -44,7 +47,11 @@ def _base_env(home: Path, api_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env.update(PREFECT_HOME=str(home), PREFECT_API_URL=api_url, PREFECT_SERVER_ANALYTICS_ENABLED="false",
                PREFECT_UI_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_CLI_COLORS="false",
-               PREFECT_CLI_WRAP_LINES="false")
+               PREFECT_CLI_WRAP_LINES="false",
+               # services this test does not need (the scheduler would only queue tomorrow's 02:00 runs)
+               PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false", PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED="false",
+               PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_ENABLED="false",
+               PREFECT_SERVER_SERVICES_FOREMAN_ENABLED="false")
     return env
 
 
@@ -64,15 +71,12 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
-    proc.log_file.close()
+    if getattr(proc, "log_file", None) is not None:
+        proc.log_file.close()
 
 
 def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
-
-
-def _prefect(args: list[str], env: dict, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([PREFECT, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture
@@ -89,6 +93,7 @@ def prefect_server(tmp_path):
                 pytest.fail(f"prefect server exited with {proc.returncode}:\n{_tail(log)}")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                    logger.info("prefect server up in %.1fs", time.monotonic() - deadline + 90)
                     break
             except httpx.HTTPError:
                 pass
@@ -100,63 +105,75 @@ def prefect_server(tmp_path):
         _stop(proc)
 
 
-@pytest.fixture
-def worker(prefect_server, fresh_simulator, tmp_path):
-    """Start a process worker for the pool (once the pool exists), pointed at a simulator and a temp
-    SQLite database, from a directory that is not the checkout."""
-    started = []
-
-    def start(sim) -> dict:
-        env = {**prefect_server, **sim.env(), "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.db'}",
-               "REPORT_DIR": str(tmp_path / "reports")}
-        where = tmp_path / "worker-cwd"
-        where.mkdir()
-        started.append(_start([PREFECT, "worker", "start", "--pool", POOL, "--type", "process"], env,
-                              tmp_path / "worker.log", where))
-        return env
-
-    yield start
-    for proc in started:
-        _stop(proc)
-
-
-def _read_deployments(env: dict) -> dict:
-    """Deployments and their flow runs, read through the Python client against this server."""
+@contextlib.contextmanager
+def _client(env: dict):
+    """A Python client on this test's server (the session's Prefect test harness stays untouched)."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), get_client(sync_client=True) as client:
-        deployments = {d.name: d for d in client.read_deployments()}
-        runs = {r.name: r for r in client.read_flow_runs()}
-    return {"deployments": deployments, "runs": runs}
+        yield client
 
 
-def test_deploy_from_prefect_yaml_and_run_as_an_admin(prefect_server, worker, fresh_simulator, tmp_path):
-    sim = fresh_simulator(users=USERS, seed=21)
-    env = prefect_server
+def _create_process_pool(env: dict) -> None:
+    """What `prefect work-pool create okta-flex-sync --type process` does, without another CLI start."""
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.workers.process import ProcessWorker
 
-    made = _prefect(["work-pool", "create", POOL, "--type", "process"], env)
-    assert made.returncode == 0, made.stdout + made.stderr
+    with _client(env) as client:
+        client.create_work_pool(WorkPoolCreate(name=POOL, type="process",
+                                               base_job_template=ProcessWorker.get_default_base_job_template()))
 
-    deployed = _prefect(["deploy", "--all", "--no-prompt"], {**env, "OKTA_FLEX_SYNC_HOME": "/nonexistent/deployer"})
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
-    worker_env = worker(sim)
-    log = tmp_path / "worker.log"
+def _finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out
 
-    nightly = _prefect(["deployment", "run", "nightly-sync/nightly-sync", "--watch", "--watch-timeout", "120"], env,
-                       timeout=150)
-    assert nightly.returncode == 0, f"{nightly.stdout}{nightly.stderr}\nworker log:\n{_tail(log)}"
 
+def _admin(args: list[str], env: dict) -> subprocess.Popen:
+    """A `prefect ...` command as an admin types it, started now, read with `_finish`."""
+    return subprocess.Popen([PREFECT, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+
+
+@pytest.fixture
+def processes():
+    """Every long-running subprocess the test starts, stopped (with its children) at teardown."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        _stop(proc)
+
+
+def test_deploy_from_prefect_yaml_and_run_as_an_admin(prefect_server, processes, fresh_simulator, tmp_path):
     from tasks.store import utcnow
+
+    env = prefect_server
+    sim = fresh_simulator(users=USERS, seed=21)
+    _create_process_pool(env)
+
+    # The worker runs elsewhere: another directory, no OKTA_FLEX_SYNC_HOME; the deployer's is bogus.
+    worker_env = {**env, **sim.env(), "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.db'}",
+                  "REPORT_DIR": str(tmp_path / "reports")}
+    worker_log = tmp_path / "worker.log"
+    (tmp_path / "elsewhere").mkdir()
+    processes.append(_start([PREFECT, "worker", "start", "--pool", POOL], worker_env, worker_log, tmp_path / "elsewhere"))
+    deploy = _admin(["deploy", "--all", "--no-prompt"], {**env, "OKTA_FLEX_SYNC_HOME": "/nonexistent/deployer"})
+    processes.append(deploy)
+    code, out = _finish(deploy, timeout=120)
+    assert code == 0, out
 
     today = utcnow().date()
     start = today - timedelta(days=2)
-    if not (ROOT / "flows" / "backfill.py").exists():
-        pytest.fail("flows/backfill.py:backfill does not exist yet: the backfill deployment cannot run")
-    backfill = _prefect(["deployment", "run", "backfill/backfill", "-p", f"start={start}", "-p", f"end={today}",
-                         "--watch", "--watch-timeout", "120"], env, timeout=150)
-    assert backfill.returncode == 0, f"{backfill.stdout}{backfill.stderr}\nworker log:\n{_tail(log)}"
+    assert (ROOT / "flows" / "backfill.py").exists(), "flows/backfill.py:backfill must exist for the backfill deployment"
+    # Both at once, as two admins might: the writer limit runs them one after the other.
+    nightly = _admin(["deployment", "run", "nightly-sync/nightly-sync", "--watch", "--watch-timeout", "150"], env)
+    backfill = _admin(["deployment", "run", "backfill/backfill", "-p", f"start={start}", "-p", f"end={today}",
+                       "--watch", "--watch-timeout", "150"], env)
+    processes.extend([nightly, backfill])
+    for name, proc in (("nightly-sync", nightly), ("backfill", backfill)):
+        code, out = _finish(proc, timeout=180)
+        assert code == 0, f"{name}: {out}\nworker log:\n{_tail(worker_log)}"
 
     engine = make_engine(worker_env["DATABASE_URL"])
     try:
@@ -165,20 +182,23 @@ def test_deploy_from_prefect_yaml_and_run_as_an_admin(prefect_server, worker, fr
             history_rows = conn.execute(select(func.count()).select_from(role_history)).scalar()
     finally:
         engine.dispose()
-    assert runs["nightly-sync"]["status"] == "succeeded", runs["nightly-sync"]["error"]
+    assert runs.keys() == {"nightly-sync", "backfill"}
+    assert all(r["status"] == "succeeded" for r in runs.values()), {k: r["error"] for k, r in runs.items()}
     assert runs["nightly-sync"]["counts"]["okta_users"] == USERS
-    assert runs["backfill"]["status"] == "succeeded", runs["backfill"]["error"]
     assert runs["backfill"]["parameters"]["start"] == start.isoformat()
+    first, second = sorted(runs.values(), key=lambda r: r["started_at"])
+    assert first["finished_at"] <= second["started_at"], "one writer at a time"
     assert history_rows >= len(sim.org.assigned_user_ids())
-    assert list((tmp_path / "reports").glob("*/drift.html")), "the nightly run wrote its reports where REPORT_DIR says"
+    assert list((tmp_path / "reports").glob("*/drift.html")), "reports go where the worker's REPORT_DIR says"
 
-    seen = _read_deployments(env)
-    assert set(seen["deployments"]) >= {"nightly-sync", "backfill", "reconcile"}
-    nightly_dep = seen["deployments"]["nightly-sync"]
-    (schedule,) = nightly_dep.schedules
-    assert schedule.schedule.cron == "0 2 * * *" and schedule.schedule.timezone
-    assert [next(iter(step)) for step in nightly_dep.pull_steps] == ["flows.common.project_directory"], \
-        "the project directory is decided on the worker at run time"
-    assert not seen["deployments"]["backfill"].schedules
-    names = set(seen["runs"])
-    assert f"nightly-sync {today}" in names and f"backfill {start}..{today}" in names, names
+    with _client(env) as client:
+        deployments = {d.name: d for d in client.read_deployments()}
+        flow_runs = {r.name: r for r in client.read_flow_runs()}
+    assert set(deployments) == {"nightly-sync", "backfill", "reconcile"}
+    (schedule,) = deployments["nightly-sync"].schedules
+    assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+    assert deployments["nightly-sync"].parameters == {"apply": False, "full": False, "allow_shrink": False}
+    assert not deployments["backfill"].schedules
+    assert [next(iter(step)) for step in deployments["nightly-sync"].pull_steps] == ["flows.common.project_directory"]
+    assert {f"nightly-sync {today}", f"backfill {start}..{today}"} <= set(flow_runs), set(flow_runs)
+    assert all(r.state.is_completed() for r in flow_runs.values())

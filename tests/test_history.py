@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -206,7 +207,7 @@ def check_invariants(rows_by_user: dict[str, list]) -> None:
         rows = sorted(rows, key=lambda r: r["valid_from"])
         assert sum(r["valid_to"] == VALID_TO_CURRENT for r in rows) == 1, uid
         assert rows[-1]["valid_to"] == VALID_TO_CURRENT, uid
-        for a, b in zip(rows, rows[1:]):
+        for a, b in pairwise(rows):
             assert a["valid_to"] == b["valid_from"], (uid, a, b)
         for r in rows:
             assert r["valid_from"] < r["valid_to"], (uid, r)
@@ -233,14 +234,16 @@ point_rows = st.lists(st.sampled_from([OLD, ADMIN, SUP, NEW]), min_size=1, max_s
 def test_splice_keeps_history_contiguous(existing, new_points, start_slot, width):
     """Whatever is spliced where, the result is contiguous with one current row, has no two
     neighbours with equal values, and the state outside the interval is unchanged."""
-    slot = lambda i: T0 + i * H  # noqa: E731
+    def slot(i):
+        return T0 + i * H
+
     rows = rows_of(*[(slot(2 * i), s) for i, s in enumerate(existing)])
     start, end = slot(start_slot), slot(start_slot + width)
     step = (end - start) / (len(new_points) + 1)
     points = [(start + step * (i + 1), s) for i, s in enumerate(new_points)]
     out = splice(rows, start, end, points, run_id="b")
     check_invariants({"u": [{"valid_from": r.valid_from, "valid_to": r.valid_to} for r in out]})
-    assert all(a.state.key() != b.state.key() for a, b in zip(out, out[1:]))
+    assert all(a.state.key() != b.state.key() for a, b in pairwise(out))
     at_end = points[-1][1] if points else state_at(rows, start)
     assert same_or_none(state_at(out, end), at_end)
     for probe in [slot(i) + timedelta(minutes=m) for i in range(-1, 14) for m in (0, 1)]:
@@ -324,9 +327,8 @@ def test_schema_rejects_a_second_current_row(engine):
                source="nightly")
     with engine.begin() as conn:
         conn.execute(insert(role_history).values(**row))
-    with pytest.raises(IntegrityError):
-        with engine.begin() as conn:
-            conn.execute(insert(role_history).values(**{**row, "valid_from": T1, "run_id": "r2"}))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(role_history).values(**{**row, "valid_from": T1, "run_id": "r2"}))
     with engine.connect() as conn:
         assert conn.execute(select(role_history.c.run_id)).scalars().all() == ["r1"]
 
