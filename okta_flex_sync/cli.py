@@ -202,7 +202,6 @@ def report(
     stdout: bool = typer.Option(False, "--stdout", help="Print the report instead of writing a file."),
 ):
     """Regenerate the drift report of a stored run."""
-    from okta_flex_sync.pipeline import open_database
     from tasks import store
     from tasks.sync import report as build
 
@@ -298,7 +297,7 @@ def backfill(
     """Rebuild role history for a past range from stored raw pages and the Okta System Log."""
     from okta_flex_sync.db import RunLockedError
     from okta_flex_sync.observability import Progress, redact
-    from tasks.backfill import run_backfill
+    from tasks.backfill import BackfillRefused, run_backfill
 
     settings = _settings()
     first, last = _parse_day(start, "--start").date(), _parse_day(end, "--end").date()
@@ -311,7 +310,7 @@ def backfill(
         from okta_flex_sync.settings import ConfigError
 
         _die(redact(f"backfill failed: {exc}", settings.secret_values()),
-             EXIT_CONFIG if isinstance(exc, (ConfigError, ValueError)) else EXIT_FAILED)
+             EXIT_CONFIG if isinstance(exc, (ConfigError, ValueError, BackfillRefused)) else EXIT_FAILED)
     typer.echo(f"backfill {first}..{last}{' (dry run)' if dry_run else ''}: {result}")
 
 

@@ -24,6 +24,7 @@ from models.records import AppAssignment, Finding, OktaUser, Worker
 from models.tables import (
     VALID_TO_CURRENT,
     drift_findings,
+    okta_log_events,
     okta_users,
     raw_pages,
     repair_audit,
@@ -127,8 +128,8 @@ def get_run(conn: Connection, run_id: str) -> dict | None:
     return dict(row) if row else None
 
 
-def recent_runs(conn: Connection, limit: int = 30) -> list[dict]:
-    rows = conn.execute(select(sync_runs).where(sync_runs.c.status == "succeeded")
+def recent_runs(conn: Connection, limit: int = 30, flows: Sequence[str] = ("nightly-sync",)) -> list[dict]:
+    rows = conn.execute(select(sync_runs).where(sync_runs.c.status == "succeeded", sync_runs.c.flow.in_(flows))
                         .order_by(sync_runs.c.started_at.desc()).limit(limit)).mappings().all()
     return [dict(r) for r in rows]
 
@@ -309,14 +310,16 @@ def role_counts(conn: Connection) -> dict[str, int]:
 
 
 def prune(conn: Connection, *, keep_staging_runs: int, raw_retention_days: int, now: datetime) -> None:
-    """Retention: staging of the last N runs, raw pages for N days (backfill reads them)."""
-    keep = select(sync_runs.c.run_id).order_by(sync_runs.c.started_at.desc()).limit(keep_staging_runs)
+    """Retention: staging of the last N nightly runs; raw pages and System Log events for N days
+    (backfill reads both, so it cannot reach further back than this)."""
+    keep = (select(sync_runs.c.run_id).where(sync_runs.c.flow == "nightly-sync")
+            .order_by(sync_runs.c.started_at.desc()).limit(keep_staging_runs))
     keep_ids = list(conn.execute(keep).scalars())
     for t in (staged_okta_users, staged_app_assignments, staged_workers):
         conn.execute(delete(t).where(t.c.run_id.not_in(keep_ids)))
-    from datetime import timedelta
-
-    conn.execute(delete(raw_pages).where(raw_pages.c.fetched_at < now - timedelta(days=raw_retention_days)))
+    horizon = now - timedelta(days=raw_retention_days)
+    conn.execute(delete(raw_pages).where(raw_pages.c.fetched_at < horizon))
+    conn.execute(delete(okta_log_events).where(okta_log_events.c.published < horizon))
 
 
 def user_timeline(conn: Connection, login: str, as_of: datetime | None = None) -> list[dict]:
@@ -339,7 +342,6 @@ def rows_as_dicts(rows: Iterable[Mapping]) -> list[dict]:
 
 from datetime import date, timedelta  # noqa: E402
 
-from models.tables import okta_log_events  # noqa: E402
 from tasks.history import HistoryRow, RowEdits  # noqa: E402
 
 LOG_DAY_STREAM = "system-log:"

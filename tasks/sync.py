@@ -243,7 +243,8 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
         users = store.mirror_users(conn, set(assignments) | set(current))
         deleted = sorted((set(assignments) | set(current)) - set(users))
         changes = diff_history(current, users, assignments, role_source=s.role_source,
-                               observed_at=ctx.started_at, deleted_ids=deleted)
+                               observed_at=ctx.started_at, deleted_ids=deleted,
+                               observed_after=previous["started_at"] if previous else None)
         history_rows = store.apply_history(conn, ctx.run_id, changes)
 
         live_assignments = [a for uid, a in assignments.items() if uid in users]
