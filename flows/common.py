@@ -1,7 +1,9 @@
 """Thin Prefect tasks around the pipeline stages, shared by the flows.
 
 Tasks hold no logic: each calls one method of `NightlySync` (or one plain function). Retries are
-coarse (a whole listing), and only for errors the HTTP layer calls retriable.
+coarse (a whole listing), and only for errors the HTTP layer calls retriable.  Also here, for
+every flow: settings from the environment or Prefect Secret blocks (`flow_settings`), the
+one-writer guard (`one_writer`) and the deployments' pull step (`project_directory`).
 """
 from __future__ import annotations
 
@@ -145,8 +147,8 @@ def one_writer(settings: Settings, timeout_seconds: float = 6 * 3600):
 
     limit = _ensure_limit(WRITER_LIMIT)
     if limit is not None and limit.active_slots >= limit.limit:
-        log.warning("another okta-flex-sync run holds the Prefect concurrency limit %r; waiting up to %gs for it",
-                    WRITER_LIMIT, timeout_seconds)
+        log.warning("another okta-flex-sync run holds the Prefect concurrency limit %r; waiting up to %s for it",
+                    WRITER_LIMIT, _duration(timeout_seconds))
     acquired = False
     try:
         with concurrency(WRITER_LIMIT, occupy=1, timeout_seconds=timeout_seconds):
@@ -156,7 +158,11 @@ def one_writer(settings: Settings, timeout_seconds: float = 6 * 3600):
         if acquired:  # raised by the run itself, not by the wait for the slot
             raise
         raise RunLockedError(f"another okta-flex-sync run held the Prefect concurrency limit {WRITER_LIMIT!r} for "
-                             f"{timeout_seconds:g}s; try again when it finishes") from None
+                             f"{_duration(timeout_seconds)}; try again when it finishes") from None
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds:g} s"
 
 
 def _ensure_limit(name: str):

@@ -117,7 +117,7 @@ class NightlySync:
         return self._okta, self._taskrouter
 
     def prepare(self) -> str:
-        from tasks.sync import SyncContext, plan_mode
+        from tasks.sync import SyncContext, log_window, plan_mode
 
         abandoned = store.abandon_stale_runs(self.engine)
         if abandoned:
@@ -128,6 +128,7 @@ class NightlySync:
         run_id, started = store.open_run(self.engine, flow=self.flow_name, org_url=self.settings.okta_org_url,
                                          parameters=params)
         self.ctx = SyncContext(self.settings, self.engine, run_id, started, self.settings.okta_org_url, full, since,
+                               log_since=log_window(self.engine, self.settings, started),
                                progress=self.progress or (lambda *a: None))
         log.info("run %s: %s pull%s", run_id, "full" if full else "incremental",
                  f" of users updated since {since:%Y-%m-%d %H:%M:%S}Z" if since else "")

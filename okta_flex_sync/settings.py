@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     max_changes: int = Field(25, ge=0)
     raw_page_retention_days: int = Field(120, ge=0)
     staging_retention_runs: int = Field(14, ge=1)
+    system_log_lookback_hours: int = Field(48, ge=0, le=24 * 90)
     lock_wait_seconds: float = Field(0.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

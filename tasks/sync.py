@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from models.records import AppAssignment, Finding, OktaUser, Worker
 from okta_flex_sync.settings import Settings
 from tasks import store
+from tasks.backfill import LOG_FILTER, event_row, parse_log_event
 from tasks.history import diff_history
 from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker
 from tasks.reconcile import reconcile, summarize
@@ -42,6 +43,7 @@ class SyncContext:
     org_url: str
     full: bool
     updated_since: datetime | None
+    log_since: datetime | None = None
     progress: Progress = lambda source, pages, items: None  # noqa: E731
 
 
@@ -50,6 +52,7 @@ class ExtractResult:
     users_pulled: int = 0
     assignments: int = 0
     workers: int = 0
+    log_events: int = 0
     pages: dict = field(default_factory=dict)
     skipped: list = field(default_factory=list)
     max_user_last_updated: datetime | None = None
@@ -91,7 +94,9 @@ def _produce(q: queue.Queue, source: str, pages: Iterator, convert: Callable, st
             records, skipped = [], []
             for item in page.items:
                 try:
-                    records.append(convert(item))
+                    record = convert(item)
+                    if record is not None:  # None: an item this listing does not keep
+                        records.append(record)
                 except MalformedRecord as exc:
                     rid = item.get("id") or item.get("sid") if isinstance(item, dict) else None
                     skipped.append({"source": source, "id": store.storable_text(str(rid)[:100]) if rid else None,
@@ -120,6 +125,10 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
         "assignments": (okta.iter_app_user_pages(s.okta_flex_app_id), assignment_conv),
         "workers": (taskrouter.iter_worker_pages(page_size=1000), parse_worker),
     }
+    if ctx.log_since is not None:
+        listings["logs"] = (_optional(okta.iter_log_pages(ctx.log_since, ctx.started_at, filter=LOG_FILTER), "System Log"),
+                            _log_converter(s.okta_flex_app_id))
+    seen["logs"] = set()
     q: queue.Queue = queue.Queue(maxsize=16)
     stop = threading.Event()
     threads = [threading.Thread(target=_produce, args=(q, src, pages, conv, stop), name=f"extract-{src}", daemon=True)
@@ -146,7 +155,7 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
             with ctx.engine.begin() as conn:
                 store.land_raw_page(conn, ctx.run_id, source, seq[source], url=page.url, fetched_at=page.fetched_at,
                                     body=page.raw, item_count=len(page.items))
-                if replaced:  # listed twice (e.g. deactivated during the pull): the later listing wins
+                if replaced and source != "logs":  # listed twice (e.g. deactivated during the pull): the later listing wins
                     store.unland(conn, ctx.run_id, source, replaced)
                 LANDERS[source](conn, ctx.run_id, records)
             items[source] += len(records) - len(replaced)
@@ -161,13 +170,55 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
             except queue.Empty:
                 pass
     result.users_pulled, result.assignments, result.workers = items["users"], items["assignments"], items["workers"]
+    result.log_events = items.get("logs", 0)
     result.pages = dict(seq)
     _land_missing_assigned_users(ctx, okta, result)
     return result
 
 
-LANDERS = {"users": store.land_users, "assignments": store.land_assignments, "workers": store.land_workers}
-_KEY = {"users": lambda r: r.okta_user_id, "assignments": lambda r: r.okta_user_id, "workers": lambda r: r.worker_sid}
+def _land_log_events(conn, run_id: str, events) -> int:
+    return store.store_log_events(conn, [event_row(e, run_id) for e in events])
+
+
+LANDERS = {"users": store.land_users, "assignments": store.land_assignments, "workers": store.land_workers,
+           "logs": _land_log_events}
+_KEY = {"users": lambda r: r.okta_user_id, "assignments": lambda r: r.okta_user_id, "workers": lambda r: r.worker_sid,
+        "logs": lambda e: e.uuid}
+
+
+def _log_converter(app_id: str):
+    """Keep the events backfill can use: lifecycle, profile and this app's membership changes."""
+    def convert(raw):
+        e = parse_log_event(raw)
+        if e is None or (e.event_type.startswith("application.user_membership.") and e.app_id != app_id):
+            return None
+        return e
+    return convert
+
+
+def _optional(pages: Iterator, what: str) -> Iterator:
+    """A listing the run can do without: an API error ends it with a warning, not a failed run."""
+    from tasks.http import ApiError
+
+    try:
+        yield from pages
+    except ApiError as exc:
+        log.warning("%s not pulled this run (%s); role history still updates, backfill will fetch it later",
+                    what, exc)
+
+
+def log_window(engine: Engine, settings: Settings, started_at: datetime) -> datetime | None:
+    """Where the nightly System Log pull starts: the previous run's start minus the overlap,
+    at most `SYSTEM_LOG_LOOKBACK_HOURS` back (the first run looks back that far)."""
+    hours = settings.system_log_lookback_hours
+    if hours <= 0:
+        return None
+    floor = started_at - timedelta(hours=hours)
+    with engine.connect() as conn:
+        previous = store.last_run(conn, org_url=settings.okta_org_url)
+    if previous is None:
+        return floor
+    return max(floor, previous["started_at"] - timedelta(seconds=settings.incremental_overlap_seconds))
 
 
 def _dedupe(source: str, records: list, seen: set[str]) -> tuple[list, list[str]]:
@@ -254,7 +305,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
 
         counts = {"okta_users": store.count_mirror(conn), "assigned_users": len(assignments), "workers": len(workers),
                   "users_pulled": extracted.users_pulled, "history_rows_written": history_rows,
-                  "findings": len(findings), "skipped_records": len(extracted.skipped), "pages": extracted.pages,
+                  "findings": len(findings), "skipped_records": len(extracted.skipped), "log_events": extracted.log_events, "pages": extracted.pages,
                   "skipped_sample": extracted.skipped[:200],
                   "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests}
         marks = {}

@@ -196,12 +196,10 @@ run_nightly(load_settings(), full=bool(os.environ.get("KILL_FULL")))
 
 # (what is happening when the kill lands, store function to stop in, its n-th call, full pull)
 KILL_POINTS = [
-    ("pull", "land_raw_page", 2, False),
-    ("load", "refresh_mirror", 1, False),
-    ("history", "apply_history", 1, False),
-    ("findings", "store_findings", 1, False),
-    ("before-commit", "prune", 1, False),
-    ("pull-natural-timing", None, 0, True),
+    ("pull", None, 0, True),  # natural timing: killed once the first pages have landed
+    ("load", "refresh_mirror", 1, False),  # in the publish transaction: mirror replaced
+    ("history", "apply_history", 1, False),  # ... history rows closed and opened
+    ("before-commit", "prune", 1, False),  # ... findings, watermark and run status written
 ]
 
 
@@ -348,7 +346,7 @@ def _cli(env: dict, cwd: Path) -> subprocess.Popen:
 
 
 def _two_cli_runs(sim, env: dict, cwd: Path, wait: float) -> list[tuple[int, str, str]]:
-    sim.set_faults(latency_ms=300)  # each run takes a couple of seconds: the two surely overlap
+    sim.set_faults(latency_ms=200)  # each run takes a second or two: the two surely overlap
     child_env = {**os.environ, **env, "LOCK_WAIT_SECONDS": str(wait)}
     procs = [_cli(child_env, cwd) for _ in range(2)]
     return [(p.wait(timeout=120), *p.communicate()) for p in procs]
