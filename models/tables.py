@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 VALID_TO_CURRENT = datetime(9999, 12, 31)
@@ -88,8 +89,10 @@ okta_users = Table(
     *_user_columns(),
     Column("run_id", RunId, nullable=False),  # the run that last saw this user
     PrimaryKeyConstraint("okta_user_id"),
-    Index("ix_okta_users_login_lower", "login"),
 )
+# Orphan workers are attributed to their Okta owner by login or email, case-insensitively.
+Index("ix_okta_users_login_lower", func.lower(okta_users.c.login))
+Index("ix_okta_users_email_lower", func.lower(okta_users.c.email))
 
 staged_app_assignments = Table(
     "staged_app_assignments",
