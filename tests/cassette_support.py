@@ -1,4 +1,4 @@
-"""Cassette recording support shared by the client tests: redaction and vcrpy settings.
+"""Support shared by the client tests: a fake clock, cassette redaction and vcrpy settings.
 
 Credentials never reach a cassette: the Authorization header and client_assertion are dropped,
 known secrets and access tokens are masked, and the simulator's random port is replaced by
@@ -14,6 +14,7 @@ SIM_ORIGIN = "http://simulator.test"
 SIM_FILE = CASSETTES / "simulator.json"  # ids and the log window recorded with the cassettes
 CASSETTE_SEED = 7
 REDACTED = "REDACTED"
+NOW = 1_700_000_000.0
 live_secrets: set[str] = set()
 live_origins: set[str] = set()
 
@@ -63,3 +64,18 @@ VCR_CONFIG = {
     "before_record_response": scrub_response,
     "decode_compressed_response": True,
 }
+
+
+class FakeTime:
+    """A clock and sleep the clients accept, so waits are recorded instead of slept."""
+
+    def __init__(self, start: float = NOW):
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds

@@ -15,32 +15,25 @@ from urllib.parse import parse_qs
 import httpx
 import jwt
 import pytest
+from cassette_support import (
+    CASSETTE_SEED,
+    NOW,
+    SIM_FILE,
+    SIM_ORIGIN,
+    FakeTime,
+    remember,
+)
+from conftest import FAKE_SECRETS
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from okta_flex_sync.settings import ConfigError, Settings
 from tasks.http import AuthError, NotFoundError, PaginationError, RetriesExhausted
 from tasks.okta_client import OktaClient, PrivateKeyJWTAuth, SSWSAuth, okta_timestamp
-from conftest import FAKE_SECRETS
-from cassette_support import CASSETTE_SEED, SIM_FILE, SIM_ORIGIN, remember
 
 ORG = "https://acme.okta.com"
 TOKEN = FAKE_SECRETS["okta_api_token"]
-NOW = 1_700_000_000.0
 CASSETTES = Path(__file__).parent / "cassettes"
-
-
-class FakeTime:
-    def __init__(self, start: float = NOW):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def user(n: int, status: str = "ACTIVE", updated: str = "2024-01-01T00:00:00.000Z") -> dict:

@@ -9,32 +9,30 @@ from urllib.parse import parse_qs
 
 import httpx
 import pytest
+from cassette_support import (
+    CASSETTE_SEED,
+    SIM_FILE,
+    SIM_ORIGIN,
+    FakeTime,
+    remember,
+)
 from conftest import FAKE_SECRETS
 
 from okta_flex_sync.settings import ConfigError, Settings
-from tasks.http import AuthError, ConflictError, NotFoundError, PaginationError, RetriesExhausted
+from tasks.http import (
+    AuthError,
+    ConflictError,
+    NotFoundError,
+    PaginationError,
+    RetriesExhausted,
+)
 from tasks.taskrouter_client import TaskRouterClient
-from cassette_support import CASSETTE_SEED, SIM_FILE, SIM_ORIGIN, remember
 
 BASE = "https://taskrouter.twilio.com"
 ACCOUNT = "AC" + "a" * 32
 WORKSPACE = "WS" + "b" * 32
 AUTH_TOKEN = FAKE_SECRETS["twilio_auth_token"]
-NOW = 1_700_000_000.0
 WORKERS = f"/v1/Workspaces/{WORKSPACE}/Workers"
-
-
-class FakeTime:
-    def __init__(self, start: float = NOW):
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def basic(user: str, password: str) -> str:
