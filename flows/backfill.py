@@ -12,8 +12,7 @@ from datetime import date
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.common import one_writer, retry_if_transient
-from okta_flex_sync.settings import load_settings
+from flows.common import flow_settings, one_writer, retry_if_transient
 from tasks.backfill import Backfill
 
 
@@ -47,7 +46,7 @@ def backfill(start: date, end: date, dry_run: bool = False) -> dict:
     nightly runs stored and the Okta System Log, whose event times pin down when assignment,
     status and profile changes happened.  Idempotent; refuses days older than the log's 90-day
     retention that no raw pages cover; `dry_run` reports what would change and writes nothing."""
-    settings = load_settings()
+    settings = flow_settings()
     job = Backfill(settings, start, end, dry_run=dry_run)
     try:
         with one_writer(settings), job.locked():

@@ -181,7 +181,7 @@ def _ensure_limit(name: str):
             with contextlib.suppress(ObjectAlreadyExists):  # another process created it meanwhile
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
             return client.read_global_concurrency_limit_by_name(name)
-    except Exception as exc:  # never fail a run over the optional Prefect-level guard
+    except Exception as exc:  # noqa: BLE001 - never fail a run over the optional Prefect-level guard
         log.warning("could not ensure Prefect concurrency limit %s (%s); relying on the database lock",
                     name, type(exc).__name__)
         return None

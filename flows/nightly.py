@@ -3,8 +3,16 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from flows.common import (flow_settings, nightly_run_name, one_writer, task_extract, task_prepare, task_publish,
-                          task_repair, task_report)
+from flows.common import (
+    flow_settings,
+    nightly_run_name,
+    one_writer,
+    task_extract,
+    task_prepare,
+    task_publish,
+    task_repair,
+    task_report,
+)
 from okta_flex_sync.pipeline import NightlySync
 
 

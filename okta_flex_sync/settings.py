@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_VALID_ROLES = ("agent", "admin", "supervisor")
@@ -148,6 +148,15 @@ class Settings(BaseSettings):
             raise ValueError("OKTA_PRIVATE_KEY and OKTA_PRIVATE_KEY_FILE: set only one")
         return self
 
+    # A database password is a secret too: mask it wherever the settings are shown or dumped.
+    @field_serializer("database_url")
+    def _mask_db_password(self, v: str) -> str:
+        return mask_url_password(v)
+
+    def __repr_args__(self):
+        for name, value in super().__repr_args__():
+            yield name, mask_url_password(value) if name == "database_url" else value
+
     # --- derived -----------------------------------------------------------------------
     @property
     def valid_role_set(self) -> frozenset[str]:
@@ -159,7 +168,7 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this process holds, for redaction filters."""
-        out = []
+        out = [p for p in [_url_password(self.database_url)] if p]
         for s in (self.okta_api_token, self.twilio_auth_token, self.twilio_api_key_secret, self.okta_private_key):
             if s is not None and s.get_secret_value():
                 out.append(s.get_secret_value())
@@ -195,6 +204,17 @@ class Settings(BaseSettings):
             except OSError as exc:
                 raise ConfigError(f"configuration error: OKTA_PRIVATE_KEY_FILE cannot be read ({exc.strerror})") from None
         return None
+
+
+def _url_password(url: str) -> str | None:
+    m = re.match(r"^[\w+]+://[^:/@]*:([^@]*)@", url or "")
+    return m.group(1) if m and m.group(1) else None
+
+
+def mask_url_password(url: str) -> str:
+    """`postgresql://user:***@host/db` for display; URLs without a password are unchanged."""
+    password = _url_password(url)
+    return url.replace(f":{password}@", ":***@", 1) if password else url
 
 
 def load_settings(**overrides) -> Settings:

@@ -368,10 +368,11 @@ class OktaClient:
                                   f"send credentials there", endpoint=path,
                                   request_id=response.headers.get(REQUEST_ID_HEADER))
         self_link = parse_link_header(", ".join(response.headers.get_list("link"))).get("self")
-        own = {str(httpx.URL(u)) for u in visited}
-        if self_link:
-            own.add(str(response.request.url.join(self_link)))
-        if str(httpx.URL(target)) in own:
+        # `visited` holds `str(request.url)`, already in httpx's normal form: look the target up
+        # directly (re-parsing every visited URL per page made long listings quadratic).
+        normal = str(httpx.URL(target))
+        own_self = str(response.request.url.join(self_link)) if self_link else None
+        if normal in visited or normal == own_self:
             log.info("Okta GET %s: next link points back to a page already read; stopping", path)
             return None
         return target

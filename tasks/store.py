@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
+from operator import attrgetter
 from datetime import datetime, timezone
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
@@ -35,7 +36,7 @@ from models.tables import (
     sync_runs,
     watermarks,
 )
-from okta_flex_sync.db import batch_size_for, chunked, insert_batches
+from okta_flex_sync.db import batch_size_for, chunked, insert_batches, insert_tuples
 from tasks.history import HistoryChange, HistoryState
 
 _USER_FIELDS = [f.name for f in fields(OktaUser)]
@@ -136,17 +137,34 @@ def recent_runs(conn: Connection, limit: int = 30, flows: Sequence[str] = ("nigh
 
 # --- landing ------------------------------------------------------------------------------
 
+# Records go to the database as tuples (`attrgetter` of their fields): `asdict` deep-copies and
+# a dict per row costs more than the insert itself at 100k rows.
+_user_values = attrgetter(*_USER_FIELDS)
+_assignment_values = attrgetter(*_ASSIGNMENT_FIELDS)
+_worker_values = attrgetter(*_WORKER_FIELDS)
+_STATE_FIELDS = [f.name for f in fields(HistoryState)]
+_state_values = attrgetter(*_STATE_FIELDS)
+_RAW_ATTRIBUTES = _WORKER_FIELDS.index("attributes_raw")
+
+
 def land_users(conn: Connection, run_id: str, users: Iterable[OktaUser]) -> int:
-    return insert_batches(conn, staged_okta_users, ({"run_id": run_id, **asdict(u)} for u in users))
+    return insert_tuples(conn, staged_okta_users, ["run_id", *_USER_FIELDS],
+                         ((run_id, *_user_values(u)) for u in users))
 
 
 def land_assignments(conn: Connection, run_id: str, rows: Iterable[AppAssignment]) -> int:
-    return insert_batches(conn, staged_app_assignments, ({"run_id": run_id, **asdict(a)} for a in rows))
+    return insert_tuples(conn, staged_app_assignments, ["run_id", *_ASSIGNMENT_FIELDS],
+                         ((run_id, *_assignment_values(a)) for a in rows))
+
+
+def _worker_row(run_id: str, w: Worker) -> tuple:
+    values = list(_worker_values(w))
+    values[_RAW_ATTRIBUTES] = storable_text(values[_RAW_ATTRIBUTES])
+    return (run_id, *values)
 
 
 def land_workers(conn: Connection, run_id: str, rows: Iterable[Worker]) -> int:
-    return insert_batches(conn, staged_workers, ({"run_id": run_id, **asdict(w),
-                                                 "attributes_raw": storable_text(w.attributes_raw)} for w in rows))
+    return insert_tuples(conn, staged_workers, ["run_id", *_WORKER_FIELDS], (_worker_row(run_id, w) for w in rows))
 
 
 def unland(conn: Connection, run_id: str, source: str, keys: Sequence[str]) -> None:
@@ -218,6 +236,35 @@ def find_owner(conn: Connection, name: str) -> OktaUser | None:
     return None
 
 
+def find_owners(conn: Connection, names: Iterable[str]) -> dict[str, OktaUser | None]:
+    """`find_owner` for many names at once, keyed by `name.lower()`: one scan of the mirror per
+    column and chunk instead of two per name (`lower(login)` has no index)."""
+    keys = sorted({(n or "").lower() for n in names} - {""})
+    found: dict[str, OktaUser] = {}
+    size = max(1, batch_size_for(conn, 1) // 2)
+    for col in (okta_users.c.login, okta_users.c.email):
+        pending = [k for k in keys if k not in found]
+        by_col: dict[str, OktaUser] = {}
+        for part in chunked(pending, size):
+            q = (select(okta_users, func.lower(col).label("match_key")).where(func.lower(col).in_(part))
+                 .order_by(okta_users.c.okta_user_id))
+            for r in conn.execute(q).mappings():
+                by_col.setdefault(r["match_key"], _user(r))
+        found.update(by_col)
+    return {k: found.get(k) for k in keys}
+
+
+def owner_finder(conn: Connection, likely_names: Iterable[str]):
+    """A `find_owner(name)` for reconcile that answers the likely names from one batched
+    lookup and any other name with a single query."""
+    known = find_owners(conn, likely_names)
+
+    def find(name: str) -> OktaUser | None:
+        key = (name or "").lower()
+        return known[key] if key in known else find_owner(conn, name)
+    return find
+
+
 def count_mirror(conn: Connection) -> int:
     return conn.execute(select(func.count()).select_from(okta_users)).scalar_one()
 
@@ -261,9 +308,8 @@ def apply_history(conn: Connection, run_id: str, changes: Sequence[HistoryChange
                 .values(valid_to=_bind("at")))
         for part in chunked(closing, 2000):
             conn.execute(stmt, list(part))
-    rows = ({**asdict(c.state), "valid_from": c.effective_at, "valid_to": VALID_TO_CURRENT, "run_id": run_id,
-             "source": source} for c in changes)
-    return insert_batches(conn, role_history, rows)
+    rows = ((*_state_values(c.state), c.effective_at, VALID_TO_CURRENT, run_id, source) for c in changes)
+    return insert_tuples(conn, role_history, [*_STATE_FIELDS, "valid_from", "valid_to", "run_id", "source"], rows)
 
 
 def _bind(name: str):

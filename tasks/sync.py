@@ -22,7 +22,7 @@ from okta_flex_sync.settings import Settings
 from tasks import store
 from tasks.backfill import LOG_FILTER, event_row, parse_log_event
 from tasks.history import diff_history
-from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker
+from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker, username_key
 from tasks.reconcile import reconcile, summarize
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class ExtractResult:
     skipped: list = field(default_factory=list)
     max_user_last_updated: datetime | None = None
     requests: dict = field(default_factory=dict)
+    normalize_seconds: dict = field(default_factory=dict)  # CPU seconds spent normalizing, per listing
+    listing_seconds: dict = field(default_factory=dict)  # when each listing ended, from the start of extract
 
 
 @dataclass
@@ -86,25 +88,44 @@ def plan_mode(engine: Engine, settings: Settings, *, full: bool) -> tuple[bool, 
 _DONE = object()
 
 
-def _produce(q: queue.Queue, source: str, pages: Iterator, convert: Callable, stop: threading.Event) -> None:
+def _produce(q: queue.Queue, source: str, pages: Iterator, stop: threading.Event) -> None:
+    """Fetch one listing's pages and hand them over as they come.  Converting happens in the
+    consumer, so this thread's next request is already on the wire while a page is processed."""
     try:
         for page in pages:
             if stop.is_set():
                 return
-            records, skipped = [], []
-            for item in page.items:
-                try:
-                    record = convert(item)
-                    if record is not None:  # None: an item this listing does not keep
-                        records.append(record)
-                except MalformedRecord as exc:
-                    rid = item.get("id") or item.get("sid") if isinstance(item, dict) else None
-                    skipped.append({"source": source, "id": store.storable_text(str(rid)[:100]) if rid else None,
-                                    "reason": str(exc)[:300]})
-            q.put((source, page, records, skipped))
-        q.put((source, _DONE, None, None))
+            q.put((source, page))
+        q.put((source, _DONE))
     except BaseException as exc:  # hand the failure to the consumer thread
-        q.put((source, exc, None, None))
+        q.put((source, exc))
+
+
+def _convert(source: str, items: list, convert: Callable) -> tuple[list, list[dict]]:
+    """(records, skipped) of one page; an item without a usable id is skipped and reported."""
+    records, skipped = [], []
+    for item in items:
+        try:
+            record = convert(item)
+            if record is not None:  # None: an item this listing does not keep
+                records.append(record)
+        except MalformedRecord as exc:
+            rid = item.get("id") or item.get("sid") if isinstance(item, dict) else None
+            skipped.append({"source": source, "id": store.storable_text(str(rid)[:100]) if rid else None,
+                            "reason": str(exc)[:300]})
+    return records, skipped
+
+
+def _take(q: queue.Queue, limit: int = 8) -> list:
+    """The next queued item, plus whatever else is already waiting (up to `limit`): pages that
+    queued up while we were busy are landed in one transaction instead of one commit each."""
+    batch = [q.get()]
+    while len(batch) < limit:
+        try:
+            batch.append(q.get_nowait())
+        except queue.Empty:
+            break
+    return batch
 
 
 def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
@@ -131,36 +152,45 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
     seen["logs"] = set()
     q: queue.Queue = queue.Queue(maxsize=16)
     stop = threading.Event()
-    threads = [threading.Thread(target=_produce, args=(q, src, pages, conv, stop), name=f"extract-{src}", daemon=True)
-               for src, (pages, conv) in listings.items()]
+    threads = [threading.Thread(target=_produce, args=(q, src, pages, stop), name=f"extract-{src}", daemon=True)
+               for src, (pages, _conv) in listings.items()]
     for t in threads:
         t.start()
     running = len(threads)
     seq = dict.fromkeys(listings, 0)
     items = dict.fromkeys(listings, 0)
+    result.normalize_seconds.update(dict.fromkeys(listings, 0.0))
+    started_at = time.perf_counter()
     try:
         while running:
-            source, page, records, skipped = q.get()
-            if page is _DONE:
-                running -= 1
-                continue
-            if isinstance(page, BaseException):
-                raise page
-            seq[source] += 1
-            records, replaced = _dedupe(source, records, seen[source])
-            if source == "users":
-                for u in records:
-                    if u.last_updated and (result.max_user_last_updated is None or u.last_updated > result.max_user_last_updated):
-                        result.max_user_last_updated = u.last_updated
+            landed = []
             with ctx.engine.begin() as conn:
-                store.land_raw_page(conn, ctx.run_id, source, seq[source], url=page.url, fetched_at=page.fetched_at,
-                                    body=page.raw, item_count=len(page.items))
-                if replaced and source != "logs":  # listed twice (e.g. deactivated during the pull): the later listing wins
-                    store.unland(conn, ctx.run_id, source, replaced)
-                LANDERS[source](conn, ctx.run_id, records)
-            items[source] += len(records) - len(replaced)
-            result.skipped.extend(skipped)
-            ctx.progress(source, seq[source], items[source])
+                for source, page in _take(q):
+                    if page is _DONE:
+                        running -= 1
+                        result.listing_seconds[source] = round(time.perf_counter() - started_at, 3)
+                        continue
+                    if isinstance(page, BaseException):
+                        raise page
+                    started = time.thread_time()
+                    records, skipped = _convert(source, page.items, listings[source][1])
+                    result.normalize_seconds[source] += time.thread_time() - started
+                    seq[source] += 1
+                    records, replaced = _dedupe(source, records, seen[source])
+                    if source == "users":
+                        for u in records:
+                            if u.last_updated and (result.max_user_last_updated is None or u.last_updated > result.max_user_last_updated):
+                                result.max_user_last_updated = u.last_updated
+                    store.land_raw_page(conn, ctx.run_id, source, seq[source], url=page.url, fetched_at=page.fetched_at,
+                                        body=page.raw, item_count=len(page.items))
+                    if replaced and source != "logs":  # listed twice (e.g. deactivated during the pull): the later listing wins
+                        store.unland(conn, ctx.run_id, source, replaced)
+                    LANDERS[source](conn, ctx.run_id, records)
+                    items[source] += len(records) - len(replaced)
+                    result.skipped.extend(skipped)
+                    landed.append((source, seq[source], items[source]))
+            for progress in landed:
+                ctx.progress(*progress)
     finally:
         stop.set()
         deadline = time.monotonic() + 10
@@ -293,21 +323,28 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
         current = store.current_history(conn)
         users = store.mirror_users(conn, set(assignments) | set(current))
         deleted = sorted((set(assignments) | set(current)) - set(users))
+        started = time.perf_counter()
         changes = diff_history(current, users, assignments, role_source=s.role_source,
                                observed_at=ctx.started_at, deleted_ids=deleted,
                                observed_after=previous["started_at"] if previous else None)
+        diff_seconds = time.perf_counter() - started
         history_rows = store.apply_history(conn, ctx.run_id, changes)
 
         live_assignments = [a for uid, a in assignments.items() if uid in users]
+        find_owner = store.owner_finder(conn, likely_orphan_names(workers, live_assignments))
+        started = time.perf_counter()
         findings = reconcile(users, live_assignments, workers, role_source=s.role_source, valid_roles=s.valid_role_set,
-                             find_owner=lambda name: store.find_owner(conn, name))
+                             find_owner=find_owner)
+        reconcile_seconds = time.perf_counter() - started
         store.store_findings(conn, ctx.run_id, findings)
 
         counts = {"okta_users": store.count_mirror(conn), "assigned_users": len(assignments), "workers": len(workers),
                   "users_pulled": extracted.users_pulled, "history_rows_written": history_rows,
                   "findings": len(findings), "skipped_records": len(extracted.skipped), "log_events": extracted.log_events, "pages": extracted.pages,
                   "skipped_sample": extracted.skipped[:200],
-                  "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests}
+                  "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests,
+                  "timings": {**_pure_timings(extracted.normalize_seconds, diff_seconds, reconcile_seconds),
+                              "listings": extracted.listing_seconds}}
         marks = {}
         if extracted.max_user_last_updated is not None:
             prior = store.get_watermark(conn, ctx.org_url, "users")
@@ -322,6 +359,21 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
                     now=ctx.started_at)
     return PublishResult(counts, findings, history_rows, deleted, {w.worker_sid: w for w in workers}, users,
                          assignments)
+
+
+def likely_orphan_names(workers: list[Worker], assignments: list[AppAssignment]) -> list[str]:
+    """Friendly names of workers no assignment names: reconcile will ask who owns them, so
+    their owners are looked up in one batch (any other name still gets its own query)."""
+    taken = {username_key(a.app_username) for a in assignments}
+    return [w.friendly_name for w in workers if w.friendly_name and username_key(w.friendly_name) not in taken]
+
+
+def _pure_timings(normalize: dict, diff: float, reconcile_: float) -> dict:
+    """Seconds spent in the pure stages (normalize is CPU time summed over the listings)."""
+    out = {"normalize": round(sum(normalize.values()), 3), "history_diff": round(diff, 3),
+           "reconcile": round(reconcile_, 3)}
+    out["pure_total"] = round(sum(out.values()), 3)
+    return out
 
 
 # --- report -------------------------------------------------------------------------------
@@ -360,9 +412,9 @@ def reconcile_stored(engine: Engine, settings: Settings, run_id: str, source_run
             raise LookupError(f"run {source_run_id} has no staged data left (staging keeps the last "
                               f"{settings.staging_retention_runs} runs)")
         users = store.mirror_users(conn, assignments)
-        findings = reconcile(users, [a for uid, a in assignments.items() if uid in users], workers,
-                             role_source=settings.role_source, valid_roles=settings.valid_role_set,
-                             find_owner=lambda name: store.find_owner(conn, name))
+        live = [a for uid, a in assignments.items() if uid in users]
+        findings = reconcile(users, live, workers, role_source=settings.role_source, valid_roles=settings.valid_role_set,
+                             find_owner=store.owner_finder(conn, likely_orphan_names(workers, live)))
         store.store_findings(conn, run_id, findings)
         counts = {k: v for k, v in (source["counts"] or {}).items() if k in ("okta_users", "skipped_sample")}
         counts.update({"assigned_users": len(assignments), "workers": len(workers), "findings": len(findings),

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote
 
@@ -89,6 +90,7 @@ class TaskRouterClient:
         self.base_url = base_url.rstrip("/")
         self.workspace_sid = workspace_sid
         self.clock = clock
+        self._max_concurrency = max(1, max_concurrency)
         self.workers_path = f"/v1/Workspaces/{_sid_segment(workspace_sid)}/Workers"
         self._http = httpx.Client(
             base_url=self.base_url, auth=httpx.BasicAuth(username, password), timeout=timeout,
@@ -150,8 +152,7 @@ class TaskRouterClient:
             response, body = result.response, result.body
             current = str(response.request.url)
             visited.add(current)
-            items = [self._complete(w) for w in body[_items_key(body)] if isinstance(w, dict)]
-            items = [w for w in items if w is not None]
+            items = self._complete_page([w for w in body[_items_key(body)] if isinstance(w, dict)])
             yield Page(items=items, raw=response.content, url=redact_url(current),
                        fetched_at=utc_from_epoch(self.clock()), request_id=response.headers.get(REQUEST_ID_HEADER))
             url, query = self._next_url(body, response, visited), None
@@ -204,6 +205,25 @@ class TaskRouterClient:
 
     def _worker_path(self, sid: str) -> str:
         return f"{self.workers_path}/{_sid_segment(sid)}"
+
+    def _complete_page(self, rows: list[dict]) -> list[dict]:
+        """`_complete` for every row of a page, in order; rows needing a fetch are fetched
+        `max_concurrency` at a time (one by one, 750 fetches at 100 ms took longer than the
+        whole Okta users listing)."""
+        todo = [i for i, w in enumerate(rows) if w.get("attributes") is None and isinstance(w.get("sid"), str)]
+        if len(todo) <= 1 or self._max_concurrency <= 1:
+            done = [self._complete(w) for w in rows]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self._max_concurrency, len(todo)),
+                                    thread_name_prefix="taskrouter-fetch") as pool:
+                futures = {i: pool.submit(self._complete, rows[i]) for i in todo}
+                try:
+                    done = [futures[i].result() if i in futures else w for i, w in enumerate(rows)]
+                except BaseException:
+                    for f in futures.values():
+                        f.cancel()
+                    raise
+        return [w for w in done if w is not None]
 
     def _complete(self, worker: dict) -> dict | None:
         """The list row, with `attributes` fetched when the list left it null."""

@@ -87,6 +87,7 @@ def prefect_harness():
     """One Prefect test harness (ephemeral API + temp database) for the whole session."""
     from prefect.testing.utilities import prefect_test_harness
 
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     with prefect_test_harness(server_startup_timeout=120):
         yield
 

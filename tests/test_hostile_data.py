@@ -16,9 +16,16 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import DATABASES, _truncate_all
 from sqlalchemy import inspect, select
 
-from models.tables import drift_findings, okta_users, role_history, staged_workers, sync_runs
+from models.tables import (
+    drift_findings,
+    okta_users,
+    role_history,
+    staged_workers,
+    sync_runs,
+)
 from okta_flex_sync.db import make_engine
 from okta_flex_sync.pipeline import run_nightly
 from okta_flex_sync.settings import load_settings
@@ -153,14 +160,30 @@ def all_text_values(url: str):
         engine.dispose()
 
 
-@pytest.fixture
-def hostile_run(fresh_simulator, sim_env, database_url):
-    sim = fresh_simulator(users=450, seed=13)
-    sim_env(sim, database_url)
-    planted = plant(sim)
-    settings = load_settings()
-    outcome = run_nightly(settings, okta=with_junk_users(settings))
-    return sim, planted, outcome, database_url
+@pytest.fixture(scope="module", params=DATABASES)
+def hostile_run(request, tmp_path_factory):
+    """One run over the hostile org per database, shared by the tests that inspect it."""
+    from simulator import SimulatorConfig, start_simulator
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'run.db'}"
+    else:
+        url = request.getfixturevalue("pg_database_url")
+        engine = make_engine(url)
+        _truncate_all(engine)
+        engine.dispose()
+    sim = start_simulator(SimulatorConfig(users=450, seed=13))
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            env = {**sim.env(), "DATABASE_URL": url, "REPORT_DIR": str(tmp_path_factory.mktemp("reports"))}
+            for k, v in env.items():
+                mp.setenv(k, v)
+            planted = plant(sim)
+            settings = load_settings()
+            outcome = run_nightly(settings, okta=with_junk_users(settings))
+        yield sim, planted, outcome, url
+    finally:
+        sim.stop()
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -184,7 +207,7 @@ def test_hostile_org_run_completes_and_stores_only_storable_text(hostile_run):
 
 
 def test_unparseable_records_are_reported_not_fatal(hostile_run):
-    sim, planted, outcome, url = hostile_run
+    _sim, planted, outcome, url = hostile_run
     workers = {r["worker_sid"]: r for r in db_rows(url, staged_workers, staged_workers.c.run_id == outcome.run_id)}
     for case, attributes, why in WORKER_CASES:
         row = workers[planted["workers"][case]]
@@ -215,7 +238,7 @@ def test_reports_stay_inert_and_readable(hostile_run):
     for raw in ("<script>alert", "<img src=x", "<b>bold", "<b>admin", "\x00", "\x1b"):
         assert raw not in page, raw
     assert len(re.findall(r"<script\b", page)) == 2, "only the report's own JSON data and code blocks"
-    assert not re.search(r"""(?:href|src|action)\s*=\s*["']?\s*javascript:""", page, re.I)
+    assert not re.search(r"""(?:href|src|action)\s*=\s*["']?\s*javascript:""", page, re.IGNORECASE)
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page, "hostile names are shown, escaped"
 
     rows = list(csv.reader(io.StringIO(paths["csv"].read_text(encoding="utf-8-sig"))))

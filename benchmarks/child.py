@@ -1,0 +1,111 @@
+"""One measured nightly run in a process of its own (started by `bench.py`).
+
+Settings come from the environment (the simulator's, plus DATABASE_URL and REPORT_DIR).  Prints
+one JSON line: wall and CPU time, peak RSS of this process, time per stage, and the run's
+stored counts (requests, pages, pure-stage timings).  Modes:
+
+* `plain`   - `okta_flex_sync.pipeline.run_nightly`, no orchestrator;
+* `prefect` - a plain run and the `nightly-sync` flow on a temporary Prefect server (its start
+  is not timed), each on its own database, for the overhead Prefect adds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import sys
+import time
+
+STAGES = ("prepare", "extract", "publish", "repair", "report")
+
+
+def _time_stages(cls, sink: dict) -> None:
+    """Wrap the stage methods of NightlySync so each run records how long each took."""
+    for name in STAGES:
+        original = getattr(cls, name)
+
+        def timed(self, *args, _original=original, _name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(self, *args, **kwargs)
+            finally:
+                sink[_name] = sink.get(_name, 0.0) + time.perf_counter() - started
+        setattr(cls, name, timed)
+
+
+def _stored_counts(database_url: str) -> dict:
+    """The latest nightly run's counts as stored in `sync_runs`."""
+    from okta_flex_sync.db import make_engine
+    from tasks import store
+
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            run = store.last_run(conn)
+        return (run or {}).get("counts") or {}
+    finally:
+        engine.dispose()
+
+
+def measure(run, database_url: str, stages: dict) -> dict:
+    """Run `run()` once against `database_url`; wall, CPU and the stored counts."""
+    os.environ["DATABASE_URL"] = database_url
+    stages.clear()
+    wall, cpu = time.perf_counter(), time.process_time()
+    run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    counts = _stored_counts(database_url)
+    keep = ("okta_users", "assigned_users", "workers", "users_pulled", "history_rows_written", "findings",
+            "pages", "requests", "timings")
+    return {"wall": round(wall, 3), "cpu": round(cpu, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
+            "counts": {k: counts.get(k) for k in keep}}
+
+
+def plain(full: bool) -> dict:
+    from okta_flex_sync.pipeline import NightlySync, run_nightly
+    from okta_flex_sync.settings import load_settings
+
+    stages: dict = {}
+    _time_stages(NightlySync, stages)
+    out = measure(lambda: run_nightly(load_settings(), full=full), os.environ["DATABASE_URL"], stages)
+    out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return out
+
+
+def prefect_pair(full: bool, second_database_url: str) -> dict:
+    """The flow first, then the plain run (which so gets the warmer caches: the overhead found
+    is, if anything, too high)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    from okta_flex_sync.pipeline import NightlySync, run_nightly
+    from okta_flex_sync.settings import load_settings
+
+    stages: dict = {}
+    _time_stages(NightlySync, stages)
+    first_database_url = os.environ["DATABASE_URL"]
+    with prefect_test_harness(server_startup_timeout=120):
+        from flows.nightly import nightly_sync
+
+        flow = measure(lambda: nightly_sync(full=full), first_database_url, stages)
+        plain_run = measure(lambda: run_nightly(load_settings(), full=full), second_database_url, stages)
+    return {"prefect": flow, "plain": plain_run,
+            "overhead": round(flow["wall"] - plain_run["wall"], 3),
+            "orchestration": round(flow["wall"] - sum(flow["stages"].values()), 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("plain", "prefect"), default="plain")
+    parser.add_argument("--full", action="store_true", help="force a full pull")
+    parser.add_argument("--second-database-url", help="database of the plain run in --mode prefect")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    result = plain(args.full) if args.mode == "plain" else prefect_pair(args.full, args.second_database_url)
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
