@@ -53,6 +53,18 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
                               f"run `okta-flex-sync db upgrade` first")
 
 
+@contextlib.contextmanager
+def writing(settings: Settings):
+    """An engine for a writer: the writer lock first (one writer per database), then the schema."""
+    engine = make_engine(settings.database_url)
+    try:
+        with writer_lock(engine, settings.okta_org_url or "this database", wait_seconds=settings.lock_wait_seconds):
+            ensure_schema(engine, settings)
+            yield engine
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class RunOutcome:
     run_id: str
@@ -98,13 +110,8 @@ class NightlySync:
     # The writer lock spans the whole run; both runners enter it around the stages.
     @contextlib.contextmanager
     def locked(self):
-        self.engine = make_engine(self.settings.database_url)
-        try:
-            with writer_lock(self.engine, self.settings.okta_org_url, wait_seconds=self.settings.lock_wait_seconds):
-                ensure_schema(self.engine, self.settings)
-                yield self
-        finally:
-            self.engine.dispose()
+        with writing(self.settings) as self.engine:
+            yield self
 
     def _clients(self):
         from tasks.okta_client import OktaClient
@@ -220,25 +227,21 @@ def reconcile_latest(settings: Settings, *, source_run_id: str | None = None) ->
     """Reconcile an earlier run's staged data again and write fresh reports (no API calls)."""
     from tasks.sync import reconcile_stored, report
 
-    engine = open_database(settings)
-    try:
-        with writer_lock(engine, settings.okta_org_url or "this database", wait_seconds=settings.lock_wait_seconds):
-            if source_run_id is None:
-                with engine.connect() as conn:
-                    last = store.last_run(conn, org_url=settings.okta_org_url) if settings.okta_org_url else \
-                        store.last_run(conn)
-                if last is None:
-                    raise LookupError("no successful nightly run to reconcile; run `okta-flex-sync run` first")
-                source_run_id = last["run_id"]
-            run_id, _ = store.open_run(engine, flow="reconcile", org_url=settings.okta_org_url,
-                                       parameters={"source_run_id": source_run_id})
-            try:
-                reconcile_stored(engine, settings, run_id, source_run_id)
-            except BaseException as exc:
-                store.discard_run(engine, run_id)
-                store.finish_run(engine, run_id, status="failed", error=redact(str(exc), settings.secret_values()))
-                raise
-            doc, paths = report(engine, settings, run_id)
-        return RunOutcome.from_report(doc, paths)
-    finally:
-        engine.dispose()
+    with writing(settings) as engine:
+        if source_run_id is None:
+            with engine.connect() as conn:
+                last = store.last_run(conn, org_url=settings.okta_org_url) if settings.okta_org_url else \
+                    store.last_run(conn)
+            if last is None:
+                raise LookupError("no successful nightly run to reconcile; run `okta-flex-sync run` first")
+            source_run_id = last["run_id"]
+        run_id, _ = store.open_run(engine, flow="reconcile", org_url=settings.okta_org_url,
+                                   parameters={"source_run_id": source_run_id})
+        try:
+            reconcile_stored(engine, settings, run_id, source_run_id)
+        except BaseException as exc:
+            store.discard_run(engine, run_id)
+            store.finish_run(engine, run_id, status="failed", error=redact(str(exc), settings.secret_values()))
+            raise
+        doc, paths = report(engine, settings, run_id)
+    return RunOutcome.from_report(doc, paths)

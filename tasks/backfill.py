@@ -596,16 +596,10 @@ class Backfill:
     @contextlib.contextmanager
     def locked(self):
         """Open the database and hold the writer lock (the nightly run's) for the whole backfill."""
-        from okta_flex_sync.db import writer_lock
-        from okta_flex_sync.pipeline import open_database
+        from okta_flex_sync.pipeline import writing
 
-        self.engine = open_database(self.settings)
-        try:
-            with writer_lock(self.engine, self.settings.okta_org_url or "this database",
-                             wait_seconds=self.settings.lock_wait_seconds):
-                yield self
-        finally:
-            self.engine.dispose()
+        with writing(self.settings) as self.engine:
+            yield self
 
     def prepare(self) -> str | None:
         """Plan the range and refuse what cannot be rebuilt, before anything is written."""

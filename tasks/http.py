@@ -382,6 +382,7 @@ class Page:
     url: str  # redacted: no userinfo, no secret-looking query values
     fetched_at: datetime
     request_id: str | None
+    dropped: int = 0  # list items that were not JSON objects (reported as skipped records)
 
 
 @dataclass

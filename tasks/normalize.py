@@ -37,7 +37,7 @@ from functools import lru_cache
 from models.records import AppAssignment, Expected, OktaUser, Worker
 
 MAX_TEXT = 1024  # longest text kept from any field (Okta itself caps names at 50, emails at 100)
-MAX_ID = 255  # longest identifier accepted as a record key
+MAX_ID = 64  # longest identifier accepted as a record key (the key columns hold 64)
 MAX_ROLE_TEXT = 4 * MAX_TEXT  # a role string is cut here before splitting, so 10 MB stays cheap
 MAX_ROLE_ITEMS = 1000  # list elements looked at in a roles array
 MAX_INVALID_ROLES = 50  # invalid role values kept per record

@@ -346,7 +346,7 @@ class OktaClient:
             items = _dict_items(result.body, path)
             yield Page(items=items, raw=response.content, url=redact_url(current),
                        fetched_at=utc_from_epoch(self.clock()),
-                       request_id=response.headers.get(REQUEST_ID_HEADER))
+                       request_id=response.headers.get(REQUEST_ID_HEADER), dropped=len(result.body) - len(items))
             url, query = self._next_url(response, visited, path), None
             if url and not items:
                 if stop_on_empty:

@@ -265,6 +265,18 @@ def owner_finder(conn: Connection, likely_names: Iterable[str]):
     return find
 
 
+def problem_records(conn: Connection, run_id: str, limit: int = 200) -> tuple[int, list[dict]]:
+    """Records this run kept although some of their values could not be read: (count, sample)."""
+    count, sample = 0, []
+    for source, table, key in (("users", staged_okta_users, staged_okta_users.c.okta_user_id),
+                               ("assignments", staged_app_assignments, staged_app_assignments.c.okta_user_id)):
+        where = (table.c.run_id == run_id, table.c.problems != "")
+        count += conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+        rows = conn.execute(select(key, table.c.problems).where(*where).order_by(key).limit(limit - len(sample)))
+        sample += [{"source": source, "id": rid, "reason": f"kept, but {problems}"[:300]} for rid, problems in rows]
+    return count, sample
+
+
 def count_mirror(conn: Connection) -> int:
     return conn.execute(select(func.count()).select_from(okta_users)).scalar_one()
 

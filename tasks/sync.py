@@ -188,6 +188,9 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
                     LANDERS[source](conn, ctx.run_id, records)
                     items[source] += len(records) - len(replaced)
                     result.skipped.extend(skipped)
+                    if page.dropped:
+                        result.skipped.append({"source": source, "id": None,
+                                               "reason": f"{page.dropped} list item(s) on a page were not JSON objects"})
                     landed.append((source, seq[source], items[source]))
             for progress in landed:
                 ctx.progress(*progress)
@@ -337,11 +340,12 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
                              find_owner=find_owner)
         reconcile_seconds = time.perf_counter() - started
         store.store_findings(conn, ctx.run_id, findings)
+        problems = store.problem_records(conn, ctx.run_id)
 
         counts = {"okta_users": store.count_mirror(conn), "assigned_users": len(assignments), "workers": len(workers),
                   "users_pulled": extracted.users_pulled, "history_rows_written": history_rows,
                   "findings": len(findings), "skipped_records": len(extracted.skipped), "log_events": extracted.log_events, "pages": extracted.pages,
-                  "skipped_sample": extracted.skipped[:200],
+                  "problem_records": problems[0], "skipped_sample": (extracted.skipped + problems[1])[:200],
                   "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests,
                   "timings": {**_pure_timings(extracted.normalize_seconds, diff_seconds, reconcile_seconds),
                               "listings": extracted.listing_seconds}}

@@ -152,9 +152,12 @@ class TaskRouterClient:
             response, body = result.response, result.body
             current = str(response.request.url)
             visited.add(current)
-            items = self._complete_page([w for w in body[_items_key(body)] if isinstance(w, dict)])
+            listed = body[_items_key(body)]
+            objects = [w for w in listed if isinstance(w, dict)]
+            items = self._complete_page(objects)
             yield Page(items=items, raw=response.content, url=redact_url(current),
-                       fetched_at=utc_from_epoch(self.clock()), request_id=response.headers.get(REQUEST_ID_HEADER))
+                       fetched_at=utc_from_epoch(self.clock()), request_id=response.headers.get(REQUEST_ID_HEADER),
+                       dropped=len(listed) - len(objects))
             url, query = self._next_url(body, response, visited), None
             empty_in_a_row = empty_in_a_row + 1 if (url and not items) else 0
             if empty_in_a_row >= MAX_EMPTY_PAGES:

@@ -1,0 +1,450 @@
+"""`make bench`: the nightly run at contact-center scale, against the bundled simulator.
+
+For each scenario it prints wall time, requests made, 429s received and the pipeline's peak RSS,
+then checks the targets of issue 7.  The simulator and every measured run are separate processes,
+so one run's memory never counts against another and the server's CPU is not the pipeline's.
+
+    python benchmarks/bench.py                       # every scenario (about 10 minutes)
+    python benchmarks/bench.py --scenarios 1,3       # some of them
+    python benchmarks/bench.py --quick               # tiny orgs: a smoke test in seconds
+    python benchmarks/bench.py --json results.json   # also keep the raw numbers
+
+Scenarios: 1 full run, 100k users / 15k assignments / 15k workers, SQLite; 2 the same on
+Postgres (a scratch database, dropped after); 3 incremental run after 1% of the users changed;
+4 full run with 100 ms latency per request; 5 full run with the users endpoint limited to 600
+requests/min; 5b the same with a limit the run must wait for (450/min); 6 full run, 1M users;
+prefect: scenario 1 as the Prefect flow and as a plain run, for the time Prefect adds.
+Targets not met are reported, not hidden; the exit code is 1 only when a scenario failed to run
+(or, with --strict, missed a target).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from simproc import SimulatorProcess  # noqa: E402
+
+CHILD = HERE / "child.py"
+ALL_SCENARIOS = ("1", "2", "3", "4", "5", "5b", "6", "prefect")
+QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "6", "prefect")  # 5b has to wait out a whole minute
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    users: int
+    assigned: int
+    workers: int
+    big_users: int
+    latency_ms: float
+    users_rate_limit: int
+    binding_rate_limit: int
+
+
+FULL = Sizes(users=100_000, assigned=15_000, workers=15_000, big_users=1_000_000, latency_ms=100,
+             users_rate_limit=600, binding_rate_limit=450)
+QUICK = Sizes(users=2_000, assigned=300, workers=300, big_users=20_000, latency_ms=20,
+              users_rate_limit=600, binding_rate_limit=8)
+
+
+@dataclass
+class Result:
+    scenario: str
+    title: str
+    wall: float | None = None
+    cpu: float | None = None
+    requests: int | None = None
+    throttled: int | None = None
+    peak_rss_mb: float | None = None
+    details: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)  # [description, passed]
+    notes: list = field(default_factory=list)
+    error: str | None = None
+
+    def check(self, description: str, passed: bool) -> None:
+        self.checks.append([description, bool(passed)])
+
+
+class ChildFailed(RuntimeError):
+    """A measured run exited with an error; the message ends with its stderr."""
+
+
+class PostgresUnavailable(RuntimeError):
+    """No scratch database could be created at the Postgres admin URL."""
+
+
+# --- running measured children --------------------------------------------------------------
+
+class Bench:
+    """Everything the scenarios share: sizes, a work directory, the simulators."""
+
+    def __init__(self, sizes: Sizes, workdir: Path, postgres_url: str, timeout: float):
+        self.sizes = sizes
+        self.workdir = workdir
+        self.postgres_url = postgres_url
+        self.timeout = timeout
+        self.results: dict[str, Result] = {}
+        self.s1_database: str | None = None
+
+    def sqlite_url(self, name: str) -> str:
+        return f"sqlite:///{self.workdir / (name + '.db')}"
+
+    def run(self, sim: SimulatorProcess, database_url: str, *, full: bool = True, latency_ms: float = 0.0,
+            rate_limits: dict | None = None, mode: str = "plain", second_database_url: str | None = None) -> dict:
+        """One measured child run against `sim`; adds the simulator's view of it."""
+        sim.configure(latency_ms=latency_ms, rate_limits=rate_limits)
+        sim.reset_stats()
+        sim_cpu, load = sim.cpu_seconds(), os.getloadavg()[0]
+        env = {**os.environ, **sim.env(), "DATABASE_URL": database_url,
+               "REPORT_DIR": str(self.workdir / "reports"), "LOG_LEVEL": "WARNING",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
+        args = [sys.executable, str(CHILD), "--mode", mode] + (["--full"] if full else [])
+        if second_database_url:
+            args += ["--second-database-url", second_database_url]
+        proc = subprocess.run(args, env=env, cwd=self.workdir, capture_output=True, text=True, timeout=self.timeout)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            tail = " | ".join(proc.stderr.strip().splitlines()[-5:])
+            raise ChildFailed(f"measured run exited with code {proc.returncode}: {tail[-800:]}")
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        stats = sim.stats()
+        out["sim"] = {"requests": sum(stats["requests"].values()), "by_bucket": stats["requests"],
+                      "429": stats["429"], "cpu": round(sim.cpu_seconds() - sim_cpu, 2)}
+        out["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
+        return out
+
+
+def fill(result: Result, run: dict) -> Result:
+    """Copy the common figures of a plain child run into `result`."""
+    result.wall, result.cpu = run["wall"], run["cpu"]
+    result.peak_rss_mb = run.get("peak_rss_mb")
+    result.requests, result.throttled = run["sim"]["requests"], run["sim"]["429"]
+    counts = run["counts"]
+    result.details.update({
+        "stages": run["stages"], "pure_seconds": (counts.get("timings") or {}),
+        "pages": counts.get("pages"), "client_requests": counts.get("requests"),
+        "requests_by_bucket": run["sim"]["by_bucket"], "simulator_cpu": run["sim"]["cpu"],
+        "users": counts.get("okta_users"), "assigned": counts.get("assigned_users"),
+        "workers": counts.get("workers"), "users_pulled": counts.get("users_pulled"),
+        "findings": counts.get("findings"), "load_average": run["load_average"],
+    })
+    return result
+
+
+def _pure(result: Result) -> float | None:
+    return (result.details.get("pure_seconds") or {}).get("pure_total")
+
+
+def _listings(result: Result) -> dict:
+    return (result.details.get("pure_seconds") or {}).get("listings") or {}
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+def scenario_1(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("1", f"full run, {s.users:,} users, {s.assigned:,} assignments, {s.workers:,} workers, SQLite")
+    bench.s1_database = bench.sqlite_url("s1")
+    fill(r, bench.run(sim, bench.s1_database))
+    r.check("end to end under 20 s", r.wall < 20)
+    r.check("peak RSS under 400 MB", r.peak_rss_mb < 400)
+    pure = _pure(r)
+    r.check(f"pure stages under 2 s together ({_fmt(pure, '.2f')} s)", pure is not None and pure < 2)
+    return r
+
+
+def scenario_2(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("2", f"the same on Postgres ({s.users:,} users)")
+    with scratch_postgres(bench.postgres_url) as url:
+        fill(r, bench.run(sim, url))
+    r.check("end to end under 20 s (scenario 1's target)", r.wall < 20)
+    r.check("peak RSS under 400 MB", r.peak_rss_mb < 400)
+    return r
+
+
+def scenario_3(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("3", f"incremental run after 1% of the users ({s.users // 100:,}) changed, SQLite")
+    database = bench.s1_database
+    full_wall = bench.results["1"].wall if "1" in bench.results and bench.results["1"].wall else None
+    if database is None:  # no scenario 1 in this invocation: make the full baseline here
+        database = bench.sqlite_url("s3")
+        full_wall = bench.run(sim, database)["wall"]
+        r.notes.append(f"baseline full run (not scenario 1): {full_wall:.1f} s")
+    changed = sim.mutate(fraction_of_assigned=min(1.0, s.users / 100 / s.assigned), seed=7)
+    fill(r, bench.run(sim, database, full=False))
+    r.details["changed_users"] = len(changed)
+    r.check(f"under a quarter of the full run ({full_wall / 4:.1f} s)", r.wall < full_wall / 4)
+    return r
+
+
+def scenario_4(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("4", f"full run with {s.latency_ms:g} ms latency per request, SQLite")
+    fill(r, bench.run(sim, bench.sqlite_url("s4"), latency_ms=s.latency_ms))
+    listings = _listings(r)
+    users_pages = (r.details.get("pages") or {}).get("users", 0)
+    floor = users_pages * s.latency_ms / 1000
+    extract = r.details["stages"].get("extract", r.wall)
+    serial = sum(listings.values())
+    r.details.update({"listing_seconds": listings, "serial_sum_of_listings": round(serial, 2),
+                      "users_listing_latency_floor": round(floor, 2), "extract_seconds": extract})
+    r.check(f"extract ({extract:.1f} s) within 15% of the longest listing's latency floor "
+            f"({users_pages} pages x {s.latency_ms:g} ms = {floor:.1f} s)", extract <= 1.15 * floor + 1)
+    r.check(f"listings overlap: extract well under their sum ({serial:.1f} s)", extract < 0.8 * serial)
+    return r
+
+
+def _rate_scenario(bench: Bench, sim: SimulatorProcess, name: str, limit: int, title: str) -> Result:
+    r = Result(name, title)
+    fill(r, bench.run(sim, bench.sqlite_url(f"s{name}"), rate_limits={"users": limit}))
+    pages = (r.details.get("pages") or {}).get("users", 0)
+    listing = _listings(r).get("users", r.wall)
+    rate_floor = pages / limit * 60
+    waits = math.ceil(pages / limit) - 1  # whole windows the run must wait out (fixed one-minute windows)
+    r.details.update({"users_pages": pages, "limit_per_minute": limit, "users_listing_seconds": listing,
+                      "rate_floor_seconds": round(rate_floor, 1), "windows_waited_out": waits})
+    r.check(f"users listing ({listing:.1f} s) within 10% of the floor {pages} pages / {limit} per min "
+            f"= {rate_floor:.1f} s", listing <= 1.1 * rate_floor)
+    r.check(f"a handful of 429s at most ({r.throttled})", r.throttled <= 5)
+    if waits == 0:
+        r.notes.append(f"{pages} requests fit in one {limit}/min window, so (as with Okta's fixed one-minute "
+                       f"windows) no wait is needed at all; scenario 5b makes the limit bind")
+    return r
+
+
+def scenario_5(bench: Bench, sim: SimulatorProcess) -> Result:
+    limit = bench.sizes.users_rate_limit
+    return _rate_scenario(bench, sim, "5", limit, f"full run, users endpoint limited to {limit}/min, SQLite")
+
+
+def scenario_5b(bench: Bench, sim: SimulatorProcess) -> Result:
+    limit = bench.sizes.binding_rate_limit
+    return _rate_scenario(bench, sim, "5b", limit, f"full run, users endpoint limited to {limit}/min "
+                                                   f"(the run must wait for a new window), SQLite")
+
+
+def scenario_6(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("6", f"full run, {s.big_users:,} users, {s.assigned:,} assignments and workers, SQLite")
+    fill(r, bench.run(sim, bench.sqlite_url("s6")))
+    r.check("under 3 minutes", r.wall < 180)
+    r.check("peak RSS under 1.5 GB", r.peak_rss_mb < 1536)
+    first = bench.results.get("1")
+    if first and first.peak_rss_mb:
+        growth = r.peak_rss_mb / first.peak_rss_mb
+        r.details["rss_vs_scenario_1"] = round(growth, 2)
+        r.notes.append(f"{s.big_users // s.users}x the users, {growth:.2f}x the peak RSS of scenario 1")
+    return r
+
+
+def scenario_prefect(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("prefect", f"Prefect overhead: scenario 1 as the nightly-sync flow vs plain ({s.users:,} users)")
+    out = bench.run(sim, bench.sqlite_url("prefect-flow"), mode="prefect",
+                    second_database_url=bench.sqlite_url("prefect-plain"))
+    flow, plain = out["prefect"], out["plain"]
+    r.wall, r.cpu = flow["wall"], flow["cpu"]
+    r.requests, r.throttled = out["sim"]["requests"], out["sim"]["429"]
+    r.details.update({"flow_wall": flow["wall"], "plain_wall": plain["wall"], "flow_stages": flow["stages"],
+                      "plain_stages": plain["stages"], "overhead": out["overhead"],
+                      "orchestration": out["orchestration"], "load_average": out["load_average"]})
+    r.check(f"flow minus plain run under 3 s ({out['overhead']:+.2f} s)", out["overhead"] < 3)
+    r.check(f"flow time outside the stages under 3 s ({out['orchestration']:.2f} s)", out["orchestration"] < 3)
+    return r
+
+
+SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3, "4": scenario_4, "5": scenario_5,
+             "5b": scenario_5b, "prefect": scenario_prefect, "6": scenario_6}
+
+
+# --- Postgres scratch database ----------------------------------------------------------------
+
+class scratch_postgres:  # noqa: N801 - used as a context manager
+    """A fresh, migrated Postgres database for one scenario; dropped on exit."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+        self.name = f"ofs_bench_{uuid.uuid4().hex[:10]}"
+
+    def __enter__(self) -> str:
+        from sqlalchemy import text
+
+        from okta_flex_sync.db import make_engine, upgrade
+
+        self.admin = make_engine(self.admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with self.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        except Exception as exc:
+            self.admin.dispose()
+            raise PostgresUnavailable(f"cannot create a scratch database at {_no_password(self.admin_url)}: "
+                                      f"{type(exc).__name__}") from None
+        url = self.admin.url.set(database=self.name).render_as_string(hide_password=False)
+        engine = make_engine(url)
+        upgrade(engine)
+        engine.dispose()
+        return url
+
+    def __exit__(self, *exc) -> None:
+        from sqlalchemy import text
+
+        with self.admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+def _no_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- output -----------------------------------------------------------------------------------
+
+def machine() -> dict:
+    """What the numbers came from."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram = "unknown"
+    try:
+        kb = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        ram = f"{kb / 1024 / 1024:.1f} GB"
+    except (OSError, IndexError, ValueError):
+        pass
+    return {"cpus": os.cpu_count(), "cpu_model": cpu, "ram": ram, "python": platform.python_version(),
+            "platform": platform.platform(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def _fmt(value, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def summary_table(results: list[Result]) -> str:
+    head = f"{'scenario':<9} {'wall s':>7} {'cpu s':>6} {'requests':>9} {'429s':>5} {'peak RSS MB':>12}  what"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{r.scenario:<9} {_fmt(r.wall):>7} {_fmt(r.cpu):>6} {_fmt(r.requests, 'd'):>9} "
+                     f"{_fmt(r.throttled, 'd'):>5} {_fmt(r.peak_rss_mb):>12}  {r.title}")
+    return "\n".join(lines)
+
+
+def describe(r: Result) -> str:
+    """A few lines under the table row: stage times, pure stages, checks."""
+    if r.error:
+        return f"  [{r.scenario}] FAILED: {r.error}"
+    lines = []
+    stages = r.details.get("stages")
+    if stages:
+        lines.append("stages: " + ", ".join(f"{k} {v:.2f} s" for k, v in stages.items()))
+    pure = r.details.get("pure_seconds") or {}
+    if pure.get("pure_total") is not None:
+        lines.append(f"pure stages: normalize {pure['normalize']:.2f} s (CPU), history diff {pure['history_diff']:.2f} s, "
+                     f"reconcile {pure['reconcile']:.2f} s, total {pure['pure_total']:.2f} s")
+    if pure.get("listings"):
+        lines.append("listings done after: " + ", ".join(f"{k} {v:.1f} s" for k, v in pure["listings"].items()))
+    if "simulator_cpu" in r.details:
+        lines.append(f"requests by bucket: {r.details['requests_by_bucket']}; simulator CPU {r.details['simulator_cpu']} s; "
+                     f"load average before/after {r.details['load_average']}")
+    if r.scenario == "prefect":
+        lines.append(f"flow {r.details['flow_wall']:.2f} s, plain {r.details['plain_wall']:.2f} s; "
+                     f"load average before/after {r.details['load_average']}")
+    lines += [f"note: {n}" for n in r.notes]
+    lines += [f"[{'ok' if ok else 'MISSED'}] {text}" for text, ok in r.checks]
+    return "\n".join(f"  [{r.scenario}] {line}" for line in lines)
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default=None,
+                        help=f"comma-separated, from {','.join(ALL_SCENARIOS)} (default: all; --quick skips 5b)")
+    parser.add_argument("--quick", action="store_true", help="tiny orgs, for a smoke test")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+                        help="admin URL where scenario 2 creates (and drops) a scratch database")
+    parser.add_argument("--workdir", type=Path, help="keep databases and reports here (default: a temp dir, removed)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds one measured run may take")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()] if args.scenarios else list(
+        QUICK_SCENARIOS if args.quick else ALL_SCENARIOS)
+    unknown = [s for s in wanted if s not in SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(ALL_SCENARIOS)}")
+    args.wanted = [s for s in ALL_SCENARIOS if s in wanted]
+    return args
+
+
+def run_scenarios(bench: Bench, wanted: list[str], seed: int) -> list[Result]:
+    s = bench.sizes
+    results = []
+    groups = [(s.users, [w for w in wanted if w != "6"]), (s.big_users, [w for w in wanted if w == "6"])]
+    for users, names in groups:
+        if not names:
+            continue
+        print(f"\nstarting the simulator: {users:,} users ...", flush=True)
+        with SimulatorProcess(users=users, assigned=s.assigned, workers=s.workers, seed=seed) as sim:
+            for name in names:
+                print(f"scenario {name} ...", flush=True)
+                try:
+                    result = SCENARIOS[name](bench, sim)
+                except Exception as exc:  # one broken scenario must not hide the others' numbers
+                    result = Result(name, SCENARIOS[name].__name__, error=f"{type(exc).__name__}: {exc}")
+                bench.results[name] = result
+                results.append(result)
+                print(summary_table([result]).splitlines()[-1] + "\n" + describe(result), flush=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = QUICK if args.quick else FULL
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="ofs-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print(f"okta-flex-sync benchmark{' (quick)' if args.quick else ''}: {info['cpus']} CPUs ({info['cpu_model']}), "
+          f"{info['ram']} RAM, Python {info['python']}, load average {info['load_average_at_start']}")
+    started = time.perf_counter()
+    bench = Bench(sizes, workdir, args.postgres_url, args.timeout)
+    try:
+        results = run_scenarios(bench, args.wanted, args.seed)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"\n{summary_table(results)}\n")
+    for r in results:
+        print(describe(r))
+    print(f"\nbenchmark took {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": info, "sizes": asdict(sizes),
+                                         "results": [asdict(r) for r in results]}, indent=2) + "\n")
+    failed = any(r.error for r in results)
+    missed = any(not ok for r in results for _, ok in r.checks)
+    return 1 if failed or (args.strict and missed) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
