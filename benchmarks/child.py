@@ -6,7 +6,12 @@ stored counts (requests, pages, pure-stage timings).  Modes:
 
 * `plain`   - `okta_flex_sync.pipeline.run_nightly`, no orchestrator;
 * `prefect` - a plain run and the `nightly-sync` flow on a temporary Prefect server (its start
-  is not timed), each on its own database, for the overhead Prefect adds.
+  is not timed), each on its own database, for the overhead Prefect adds;
+* `listing` - only the Okta users listing (fetch and parse every page, nothing else): the
+  longest single listing, which a run whose listings overlap should take about as long as;
+* `pure`    - the pure stages alone, on the raw pages the last run stored: normalize every
+  user, assignment and worker, then the history diff and reconcile, one thread, nothing else
+  running in the process (CPU seconds).
 """
 from __future__ import annotations
 
@@ -90,19 +95,85 @@ def prefect_pair(full: bool, second_database_url: str) -> dict:
 
         flow = measure(lambda: nightly_sync(full=full), first_database_url, stages)
         plain_run = measure(lambda: run_nightly(load_settings(), full=full), second_database_url, stages)
+    outside = {name: run["wall"] - sum(run["stages"].values()) for name, run in (("flow", flow), ("plain", plain_run))}
     return {"prefect": flow, "plain": plain_run,
             "overhead": round(flow["wall"] - plain_run["wall"], 3),
-            "orchestration": round(flow["wall"] - sum(flow["stages"].values()), 3)}
+            "orchestration": round(outside["flow"] - outside["plain"], 3)}
+
+
+def users_listing() -> dict:
+    from okta_flex_sync.settings import load_settings
+    from tasks.okta_client import OktaClient
+
+    with OktaClient.from_settings(load_settings()) as okta:
+        wall, pages, items = time.perf_counter(), 0, 0
+        for page in okta.iter_user_pages():
+            pages, items = pages + 1, items + len(page.items)
+        return {"wall": round(time.perf_counter() - wall, 3), "pages": pages, "items": items}
+
+
+def pure_alone(database_url: str) -> dict:
+    from okta_flex_sync.db import make_engine
+    from okta_flex_sync.settings import load_settings
+    from tasks import store
+    from tasks.history import diff_history
+    from tasks.normalize import normalize_assignment, normalize_user, parse_worker
+    from tasks.reconcile import reconcile
+
+    settings = load_settings()
+    valid, role_source = settings.valid_role_set, settings.role_source
+    engine = make_engine(database_url)
+    spent = dict.fromkeys(("normalize", "history_diff", "reconcile"), 0.0)
+
+    def timed(stage, fn, *args, **kwargs):
+        started = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            spent[stage] += time.process_time() - started
+
+    try:
+        with engine.connect() as conn:
+            run = store.last_run(conn)
+            assignments: dict = {}
+            for doc in store.iter_raw_pages(conn, run["run_id"], "assignments"):
+                for a in timed("normalize", lambda d: [normalize_assignment(i, valid_roles=valid) for i in d], doc):
+                    assignments[a.okta_user_id] = a
+            users: dict = {}
+            for doc in store.iter_raw_pages(conn, run["run_id"], "users"):
+                for u in timed("normalize", lambda d: [normalize_user(
+                        i, valid_roles=valid, image_url_attribute=settings.image_url_attribute) for i in d], doc):
+                    if u.okta_user_id in assignments:
+                        users[u.okta_user_id] = u
+            workers = []
+            for doc in store.iter_raw_pages(conn, run["run_id"], "workers"):
+                workers += timed("normalize", lambda d: [parse_worker(w) for w in d["workers"] if w.get("attributes")
+                                                         is not None], doc)
+    finally:
+        engine.dispose()
+    timed("history_diff", diff_history, {}, users, assignments, role_source=role_source, observed_at=run["started_at"])
+    timed("reconcile", reconcile, users, list(assignments.values()), workers, role_source=role_source,
+          valid_roles=valid)
+    out = {k: round(v, 3) for k, v in spent.items()}
+    out["pure_total"] = round(sum(spent.values()), 3)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("plain", "prefect"), default="plain")
+    parser.add_argument("--mode", choices=("plain", "prefect", "listing", "pure"), default="plain")
     parser.add_argument("--full", action="store_true", help="force a full pull")
     parser.add_argument("--second-database-url", help="database of the plain run in --mode prefect")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    result = plain(args.full) if args.mode == "plain" else prefect_pair(args.full, args.second_database_url)
+    if args.mode == "listing":
+        result = users_listing()
+    elif args.mode == "pure":
+        result = pure_alone(os.environ["DATABASE_URL"])
+    elif args.mode == "prefect":
+        result = prefect_pair(args.full, args.second_database_url)
+    else:
+        result = plain(args.full)
     sys.stdout.write(json.dumps(result) + "\n")
     return 0
 

@@ -43,6 +43,9 @@ def make_engine(url: str, **kwargs) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            # 64 MiB of page cache instead of 2: refreshing a 1M-user mirror (three indexes)
+            # took 25 s with the default and 10 s with this.  Allocated only as pages are used.
+            cur.execute("PRAGMA cache_size=-65536")
             cur.close()
 
         @event.listens_for(engine, "begin")

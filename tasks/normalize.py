@@ -236,6 +236,8 @@ def normalize_roles(value: object, valid: frozenset[str]) -> tuple[tuple[str, ..
     """
     if type(value) is str and len(value) <= _CACHED_ROLE_TEXT:
         return _normalize_role_text(value, valid)
+    if _short_role_list(value):  # app-user profile.roles: a few lists repeated 15k times
+        return _normalize_role_text(tuple(value), valid)
     return _normalize_roles(value, valid)
 
 
@@ -250,6 +252,24 @@ def _normalize_roles(value: object, valid: frozenset[str]) -> tuple[tuple[str, .
 # An org has a handful of distinct userType values; 100k users parse them once.
 _CACHED_ROLE_TEXT = 256
 _normalize_role_text = lru_cache(maxsize=4096)(_normalize_roles)
+
+
+def _short_role_list(value: object) -> bool:
+    """A list of a few short strings: cacheable as a tuple (same parts, same order)."""
+    return (type(value) is list and len(value) <= 16
+            and all(type(v) is str and len(v) <= _CACHED_ROLE_TEXT for v in value))
+
+
+@lru_cache(maxsize=4096)
+def _joined_role_list(value: tuple[str, ...]) -> str:
+    return join_roles(_role_parts(value))
+
+
+def all_roles(value: object) -> str:
+    """Every role value (valid or not), sorted, unique and comma-joined: a worker's roles."""
+    if _short_role_list(value):
+        return _joined_role_list(tuple(value))
+    return join_roles(_role_parts(value))
 
 
 def join_roles(roles: Iterable[str]) -> str:
@@ -521,7 +541,7 @@ def parse_worker(raw: dict) -> Worker:
         full_name=_worker_text(attrs.get("full_name")),
         email=_worker_text(attrs.get("email")),
         image_url=_worker_text(attrs.get("image_url")),
-        roles=None if roles is None else join_roles(_role_parts(roles)),
+        roles=None if roles is None else all_roles(roles),
         parse_error=error,
         date_updated=parse_timestamp(raw.get("date_updated")),
     )

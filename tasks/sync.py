@@ -22,7 +22,14 @@ from okta_flex_sync.settings import Settings
 from tasks import store
 from tasks.backfill import LOG_FILTER, event_row, parse_log_event
 from tasks.history import diff_history
-from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker, username_key
+from tasks.normalize import (
+    MalformedRecord,
+    normalize_assignment,
+    normalize_user,
+    parse_timestamp,
+    parse_worker,
+    username_key,
+)
 from tasks.reconcile import reconcile, summarize
 
 log = logging.getLogger(__name__)
@@ -144,7 +151,8 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
     listings = {
         "users": (okta.iter_user_pages(updated_since=ctx.updated_since), user_conv),
         "assignments": (okta.iter_app_user_pages(s.okta_flex_app_id), assignment_conv),
-        "workers": (taskrouter.iter_worker_pages(page_size=1000), parse_worker),
+        "workers": (taskrouter.iter_worker_pages(page_size=1000, known_attributes=_known_attributes(ctx)),
+                    parse_worker),
     }
     if ctx.log_since is not None:
         listings["logs"] = (_optional(okta.iter_log_pages(ctx.log_since, ctx.started_at, filter=LOG_FILTER), "System Log"),
@@ -199,7 +207,7 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
         deadline = time.monotonic() + 10
         while any(t.is_alive() for t in threads) and time.monotonic() < deadline:  # unblock producers on a full queue
             try:
-                q.get(timeout=0.1)
+                q.get(timeout=0.01)
             except queue.Empty:
                 pass
     result.users_pulled, result.assignments, result.workers = items["users"], items["assignments"], items["workers"]
@@ -217,6 +225,30 @@ LANDERS = {"users": store.land_users, "assignments": store.land_assignments, "wo
            "logs": _land_log_events}
 _KEY = {"users": lambda r: r.okta_user_id, "assignments": lambda r: r.okta_user_id, "workers": lambda r: r.worker_sid,
         "logs": lambda e: e.uuid}
+
+
+# A worker whose date_updated lies this long before the last run's start cannot have changed
+# since that run fetched it without its date_updated moving on: whole seconds, server clock.
+REUSE_AFTER_QUIET = timedelta(minutes=5)
+
+
+def _known_attributes(ctx: SyncContext) -> Callable[[dict], str | None] | None:
+    """Attributes for a worker TaskRouter lists with `attributes: null`, from the last run's
+    staging, when its `date_updated` is still the one stored then (saves one fetch per such
+    worker, ~750 requests a night at 15k workers).  Full runs fetch everything again."""
+    if ctx.full:
+        return None
+    with ctx.engine.connect() as conn:
+        previous = store.last_run(conn, org_url=ctx.org_url)
+        known = store.unchanged_worker_attributes(
+            conn, previous["run_id"], updated_before=previous["started_at"] - REUSE_AFTER_QUIET) if previous else {}
+    if not known:
+        return None
+
+    def lookup(row: dict) -> str | None:
+        hit = known.get(row.get("sid"))
+        return hit[1] if hit is not None and parse_timestamp(row.get("date_updated")) == hit[0] else None
+    return lookup
 
 
 def _log_converter(app_id: str):

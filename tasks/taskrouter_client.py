@@ -68,6 +68,17 @@ def _sid_segment(sid: str) -> str:
     return quote(sid, safe="")
 
 
+def _fill_known(rows: list[dict], known: Callable[[dict], str | None] | None) -> list[dict]:
+    """Rows with null `attributes` completed from `known` where it has them."""
+    if known is None:
+        return rows
+    out = []
+    for row in rows:
+        cached = known(row) if row.get("attributes") is None else None
+        out.append(row if cached is None else {**row, "attributes": cached})
+    return out
+
+
 def _same_attributes(a: str | None, b: str | None) -> bool:
     """Whether two attribute strings carry the same JSON (whitespace and key order aside)."""
     if a == b:
@@ -138,10 +149,13 @@ class TaskRouterClient:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def iter_worker_pages(self, *, page_size: int = 1000) -> Iterator[Page]:
+    def iter_worker_pages(self, *, page_size: int = 1000,
+                          known_attributes: Callable[[dict], str | None] | None = None) -> Iterator[Page]:
         """Every worker, a page at a time, with null list `attributes` filled in by a fetch.
 
-        `Page.raw` is the list response exactly as received (before any fill-in).
+        `known_attributes(row)` may answer for a null row instead (the caller's copy of an
+        unchanged worker, see `tasks.sync`); None means fetch.  `Page.raw` is the list
+        response exactly as received (before any fill-in).
         """
         url: str | None = self.workers_path
         query: dict[str, Any] | None = {"PageSize": page_size}
@@ -154,7 +168,7 @@ class TaskRouterClient:
             visited.add(current)
             listed = body[_items_key(body)]
             objects = [w for w in listed if isinstance(w, dict)]
-            items = self._complete_page(objects)
+            items = self._complete_page(_fill_known(objects, known_attributes))
             yield Page(items=items, raw=response.content, url=redact_url(current),
                        fetched_at=utc_from_epoch(self.clock()), request_id=response.headers.get(REQUEST_ID_HEADER),
                        dropped=len(listed) - len(objects))
