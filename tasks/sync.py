@@ -299,15 +299,19 @@ def _land_missing_assigned_users(ctx: SyncContext, okta, result: ExtractResult) 
     """An incremental pull may not list an assigned user the mirror has never seen: fetch them."""
     if ctx.full:
         return
-    from sqlalchemy import select
+    from sqlalchemy import exists, select
 
     from models.tables import okta_users, staged_app_assignments, staged_okta_users
 
+    assigned = staged_app_assignments.c
+    # NOT EXISTS probes both primary keys per assignment; NOT IN (a UNION) first built the set
+    # of every mirrored id, half a second at 100k users.
+    in_mirror = exists().where(okta_users.c.okta_user_id == assigned.okta_user_id)
+    staged_now = exists().where(staged_okta_users.c.run_id == ctx.run_id,
+                                staged_okta_users.c.okta_user_id == assigned.okta_user_id)
     with ctx.engine.connect() as conn:
-        known = select(okta_users.c.okta_user_id).union(
-            select(staged_okta_users.c.okta_user_id).where(staged_okta_users.c.run_id == ctx.run_id))
-        missing = list(conn.execute(select(staged_app_assignments.c.okta_user_id).where(
-            staged_app_assignments.c.run_id == ctx.run_id, staged_app_assignments.c.okta_user_id.not_in(known))).scalars())
+        missing = list(conn.execute(select(assigned.okta_user_id).where(
+            assigned.run_id == ctx.run_id, ~in_mirror, ~staged_now)).scalars())
     if not missing:
         return
     from tasks.http import NotFoundError
