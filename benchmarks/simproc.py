@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Self
 
 import httpx
 
@@ -33,7 +34,7 @@ class SimulatorProcess:
         self._proc: subprocess.Popen | None = None
         self._http: httpx.Client | None = None
 
-    def __enter__(self) -> "SimulatorProcess":
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -16,8 +16,8 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, fields
-from operator import attrgetter
 from datetime import datetime, timezone
+from operator import attrgetter
 
 from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 
