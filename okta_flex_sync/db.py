@@ -83,6 +83,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.upgrade(cfg, revision)
 
 
+# The newest migration's revision id (a test checks it against the migrations directory).
+HEAD_REVISION = "0001"
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         try:

@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from tasks import fastjson
+
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 120.0  # no single wait is longer, whatever the server claims
@@ -588,7 +590,7 @@ class RetryingSession:
         if not expect_json:
             return None
         try:
-            body = json.loads(response.content)
+            body = fastjson.loads(response.content)
         except (ValueError, UnicodeDecodeError):
             request_id = response.headers.get(self.request_id_header)
             raise MalformedResponseError(

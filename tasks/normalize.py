@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 
 from models.records import AppAssignment, Expected, OktaUser, Worker
+from tasks import fastjson
 
 MAX_TEXT = 1024  # longest text kept from any field (Okta itself caps names at 50, emails at 100)
 MAX_ID = 64  # longest identifier accepted as a record key (the key columns hold 64)
@@ -494,7 +495,7 @@ def parse_attributes(raw: object) -> tuple[dict | None, str | None]:
     if not isinstance(raw, str):
         return None, f"attributes are a JSON {_json_type(raw)}, not a string"
     try:
-        value = json.loads(raw)
+        value = fastjson.loads(raw)
     except RecursionError:
         return None, "attributes JSON is nested too deeply"
     except ValueError as exc:  # JSONDecodeError, or an integer with too many digits

@@ -235,17 +235,21 @@ REUSE_AFTER_QUIET = timedelta(minutes=5)
 def _known_attributes(ctx: SyncContext) -> Callable[[dict], str | None] | None:
     """Attributes for a worker TaskRouter lists with `attributes: null`, from the last run's
     staging, when its `date_updated` is still the one stored then (saves one fetch per such
-    worker, ~750 requests a night at 15k workers).  Full runs fetch everything again."""
+    worker, ~750 requests a night at 15k workers).  Full runs fetch everything again.
+
+    The last run's workers are read on the first null worker, in the workers listing's own
+    thread, so the read overlaps the other listings instead of delaying them all."""
     if ctx.full:
         return None
-    with ctx.engine.connect() as conn:
-        previous = store.last_run(conn, org_url=ctx.org_url)
-        known = store.unchanged_worker_attributes(
-            conn, previous["run_id"], updated_before=previous["started_at"] - REUSE_AFTER_QUIET) if previous else {}
-    if not known:
-        return None
+    known: dict | None = None
 
     def lookup(row: dict) -> str | None:
+        nonlocal known
+        if known is None:
+            with ctx.engine.connect() as conn:
+                previous = store.last_run(conn, org_url=ctx.org_url)
+                known = store.unchanged_worker_attributes(
+                    conn, previous["run_id"], updated_before=previous["started_at"] - REUSE_AFTER_QUIET) if previous else {}
         hit = known.get(row.get("sid"))
         return hit[1] if hit is not None and parse_timestamp(row.get("date_updated")) == hit[0] else None
     return lookup
@@ -360,7 +364,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
 
         store.refresh_mirror(conn, ctx.run_id, full=ctx.full)
         current = store.current_history(conn)
-        users = store.mirror_users(conn, set(assignments) | set(current))
+        users = store.mirror_users(conn, ctx.run_id)
         deleted = sorted((set(assignments) | set(current)) - set(users))
         started = time.perf_counter()
         changes = diff_history(current, users, assignments, role_source=s.role_source,
@@ -451,7 +455,7 @@ def reconcile_stored(engine: Engine, settings: Settings, run_id: str, source_run
         if not workers and not assignments:
             raise LookupError(f"run {source_run_id} has no staged data left (staging keeps the last "
                               f"{settings.staging_retention_runs} runs)")
-        users = store.mirror_users(conn, assignments)
+        users = store.mirror_users(conn, source_run_id, with_current_history=False)
         live = [a for uid, a in assignments.items() if uid in users]
         findings = reconcile(users, live, workers, role_source=settings.role_source, valid_roles=settings.valid_role_set,
                              find_owner=store.owner_finder(conn, likely_orphan_names(workers, live)))

@@ -57,3 +57,40 @@ def test_migrations_and_models_agree(engine):
         with engine.connect() as conn:
             diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_head_revision_constant_is_the_newest_migration():
+    """`ensure_schema` trusts HEAD_REVISION to skip Alembic; a new migration must move it."""
+    from alembic.script import ScriptDirectory
+
+    from okta_flex_sync.db import HEAD_REVISION
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert HEAD_REVISION == head
+
+
+def test_ensure_schema_upgrades_sqlite_and_refuses_stale_postgres(tmp_path, monkeypatch, engine):
+    import pytest
+
+    from okta_flex_sync.pipeline import SchemaOutOfDate, ensure_schema
+    from okta_flex_sync.settings import load_settings
+
+    fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    monkeypatch.setenv("DATABASE_URL", str(fresh.url))
+    ensure_schema(fresh, load_settings())  # SQLite migrates itself
+    assert current_revision(fresh) == "0001"
+    ensure_schema(fresh, load_settings())  # at head: nothing to do
+    fresh.dispose()
+
+    if engine.dialect.name != "postgresql":
+        return
+    monkeypatch.setenv("DATABASE_URL", engine.url.render_as_string(hide_password=False))
+    ensure_schema(engine, load_settings())  # at head
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    try:
+        with pytest.raises(SchemaOutOfDate, match="okta-flex-sync db upgrade"):
+            ensure_schema(engine, load_settings())
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
