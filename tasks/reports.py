@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from models.records import FINDING_KINDS, SEVERITIES, Finding
+from tasks import fastjson
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def truncate(text: str, limit: int) -> str:
 # --- JSON -------------------------------------------------------------------------------------
 
 def render_json(report: Mapping) -> str:
-    return json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+    return fastjson.dumps_pretty(report) + "\n"
 
 
 # --- CSV --------------------------------------------------------------------------------------

@@ -175,10 +175,20 @@ def unland(conn: Connection, run_id: str, source: str, keys: Sequence[str]) -> N
         conn.execute(delete(table).where(table.c.run_id == run_id, table.c[col].in_(part)))
 
 
+def compress_page(body: bytes) -> bytes:
+    """A raw page as stored (gzip, fastest level: pages are kept for audit and backfill)."""
+    return gzip.compress(body, compresslevel=1)
+
+
 def land_raw_page(conn: Connection, run_id: str, source: str, seq: int, *, url: str, fetched_at: datetime,
-                  body: bytes, item_count: int) -> None:
+                  item_count: int, body: bytes | None = None, body_gz: bytes | None = None) -> None:
+    """Keep one listing page; give its bytes as `body` or already compressed as `body_gz`."""
+    if body_gz is None:
+        if body is None:
+            raise TypeError("land_raw_page needs body or body_gz")
+        body_gz = compress_page(body)
     conn.execute(insert(raw_pages).values(run_id=run_id, source=source, seq=seq, url=url, fetched_at=fetched_at,
-                                          item_count=item_count, body_gz=gzip.compress(body, compresslevel=1)))
+                                          item_count=item_count, body_gz=body_gz))
 
 
 def iter_raw_pages(conn: Connection, run_id: str, source: str) -> Iterable[dict]:

@@ -102,7 +102,9 @@ def _produce(q: queue.Queue, source: str, pages: Iterator, stop: threading.Event
         for page in pages:
             if stop.is_set():
                 return
-            q.put((source, page))
+            # Compress here: zlib lets go of the GIL, so this overlaps the consumer's work
+            # instead of adding to it (~40 MB of pages a night at 15k workers).
+            q.put((source, (page, store.compress_page(page.raw))))
         q.put((source, _DONE))
     except BaseException as exc:  # hand the failure to the consumer thread
         q.put((source, exc))
@@ -180,6 +182,7 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
                         continue
                     if isinstance(page, BaseException):
                         raise page
+                    page, body_gz = page
                     started = time.thread_time()
                     records, skipped = _convert(source, page.items, listings[source][1])
                     result.normalize_seconds[source] += time.thread_time() - started
@@ -190,7 +193,7 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
                             if u.last_updated and (result.max_user_last_updated is None or u.last_updated > result.max_user_last_updated):
                                 result.max_user_last_updated = u.last_updated
                     store.land_raw_page(conn, ctx.run_id, source, seq[source], url=page.url, fetched_at=page.fetched_at,
-                                        body=page.raw, item_count=len(page.items))
+                                        body_gz=body_gz, item_count=len(page.items))
                     if replaced and source != "logs":  # listed twice (e.g. deactivated during the pull): the later listing wins
                         store.unland(conn, ctx.run_id, source, replaced)
                     LANDERS[source](conn, ctx.run_id, records)

@@ -52,3 +52,27 @@ json_values = st.recursive(
 def test_round_trips_like_the_standard_library(value):
     for text in (json.dumps(value), json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")):
         assert fastjson.loads(text) == json.loads(text)
+
+
+PRETTY = [
+    {"run_id": "r1", "counts": {"workers": 15000, "timings": {"normalize": 0.25}}, "findings": [], "skipped": {}},
+    {"text": "caf\u00e9 \u2028 \x00 \x1f \x7f <script>", "nested": [[[]], [{}], [1, 2.5, None, True, False]]},
+    [], {}, "plain", 0, -1, 2**63 - 1,
+]
+FALLBACK = ["lone \ud800 surrogate", 2**70, {1: "int key"}, {"a": ("tuple",)}]
+
+
+@pytest.mark.parametrize("value", PRETTY + FALLBACK)
+def test_dumps_pretty_is_the_standard_layout(value):
+    text = fastjson.dumps_pretty(value)
+    assert text == json.dumps(value, ensure_ascii=False, indent=2)
+
+
+def test_dumps_pretty_refuses_what_the_standard_library_refuses():
+    with pytest.raises(TypeError):
+        fastjson.dumps_pretty({"a": object()})
+
+
+@given(json_values)
+def test_dumps_pretty_round_trips(value):
+    assert json.loads(fastjson.dumps_pretty(value)) == value
