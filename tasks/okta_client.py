@@ -16,9 +16,6 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from okta_flex_sync.settings import ConfigError
 from tasks.http import (
@@ -70,7 +67,11 @@ class SSWSAuth(httpx.Auth):
         return "SSWSAuth(token=***)"
 
 
+# PyJWT and cryptography load only for OAuth (~50 ms of imports an API-token run never needs).
+
 def _signing_algorithm(key) -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
     if isinstance(key, rsa.RSAPrivateKey):
         return "RS256"
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -79,6 +80,8 @@ def _signing_algorithm(key) -> str:
 
 
 def _load_key(pem: str):
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
     try:
         return load_pem_private_key(pem.encode() if isinstance(pem, str) else pem, password=None)
     except (ValueError, TypeError):
@@ -124,6 +127,8 @@ class PrivateKeyJWTAuth(httpx.Auth):
         now = int(self.clock())
         claims = {"iss": self.client_id, "sub": self.client_id, "aud": self.token_url,
                   "iat": now, "exp": now + self.assertion_lifetime, "jti": uuid.uuid4().hex}
+        import jwt
+
         headers = {"kid": self.key_id} if self.key_id else None
         return jwt.encode(claims, self._key, algorithm=self._algorithm, headers=headers)
 

@@ -10,6 +10,7 @@ failure, or by the next run after a kill).
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import re
@@ -155,6 +156,16 @@ def land_users(conn: Connection, run_id: str, users: Iterable[OktaUser]) -> int:
 def land_assignments(conn: Connection, run_id: str, rows: Iterable[AppAssignment]) -> int:
     return insert_tuples(conn, staged_app_assignments, ["run_id", *_ASSIGNMENT_FIELDS],
                          ((run_id, *_assignment_values(a)) for a in rows))
+
+
+def as_landed(record):
+    """`record` as its staging row reads back: a worker's raw attributes made storable."""
+    if isinstance(record, Worker):
+        raw = record.attributes_raw
+        safe = storable_text(raw)
+        if safe is not raw:
+            return dataclasses.replace(record, attributes_raw=safe)
+    return record
 
 
 def _worker_row(run_id: str, w: Worker) -> tuple:

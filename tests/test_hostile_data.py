@@ -206,6 +206,44 @@ def test_hostile_org_run_completes_and_stores_only_storable_text(hostile_run):
     assert db_rows(url, role_history), "role_history survived the name that tried to drop it"
 
 
+def test_publish_gets_in_memory_exactly_what_staging_holds(hostile_run, monkeypatch, tmp_path):
+    """Publish takes the landed assignments and workers from memory instead of reading them
+    back; with NUL, surrogates, junk types and 100 kB values they must equal the staged rows."""
+    import tasks.sync as sync
+    from tasks import store
+
+    sim, _planted, _outcome, url = hostile_run
+    compared = []
+    real_publish = sync.publish
+
+    def checking_publish(ctx, extracted, **kw):
+        with ctx.engine.connect() as conn:
+            staged_assignments = store.staged_assignments(conn, ctx.run_id)
+            staged_workers_ = store.staged_worker_list(conn, ctx.run_id)
+        assert extracted.landed_assignments == staged_assignments
+        assert sorted(extracted.landed_workers.values(), key=lambda w: w.worker_sid) == staged_workers_
+        compared.append((len(staged_assignments), len(staged_workers_)))
+        return real_publish(ctx, extracted, **kw)
+
+    monkeypatch.setattr(sync, "publish", checking_publish)
+    for k, v in {**sim.env(), "DATABASE_URL": url, "REPORT_DIR": str(tmp_path)}.items():
+        monkeypatch.setenv(k, v)
+    run_nightly(load_settings(), full=True)
+    assert compared and compared[0][1] == len(sim.org.workers())
+    assert any("\\x00" in (w.attributes_raw or "") for w in store_workers(url)), "the NUL case was not exercised"
+
+
+def store_workers(url: str):
+    from tasks import store
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return store.staged_worker_list(conn, store.last_run(conn)["run_id"])
+    finally:
+        engine.dispose()
+
+
 def test_unparseable_records_are_reported_not_fatal(hostile_run):
     _sim, planted, outcome, url = hostile_run
     workers = {r["worker_sid"]: r for r in db_rows(url, staged_workers, staged_workers.c.run_id == outcome.run_id)}
