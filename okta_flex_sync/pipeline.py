@@ -6,6 +6,7 @@ order; `flows/nightly.py` calls the same methods from Prefect tasks.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +53,31 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
                           f"run `okta-flex-sync db upgrade` first")
 
 
+# A run allocates millions of short-lived containers (every decoded JSON object) that reference
+# counting frees, while it holds ~100k long-lived records: with the default first-generation
+# threshold (700) the collector ran ~650 times in an incremental run and its full passes over
+# those records took 0.3-0.4 s of a 2.2 s run.  Cycles are still collected, just less often.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def fewer_gc_passes(thresholds: tuple[int, int, int] = GC_THRESHOLDS):
+    """Raise the garbage collector's thresholds (never lower them) for the duration."""
+    before = gc.get_threshold()
+    gc.set_threshold(*(max(b, t) for b, t in zip(before, thresholds)))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 @contextlib.contextmanager
 def writing(settings: Settings):
     """An engine for a writer: the writer lock first (one writer per database), then the schema."""
     engine = make_engine(settings.database_url)
     try:
-        with writer_lock(engine, settings.okta_org_url or "this database", wait_seconds=settings.lock_wait_seconds):
+        with fewer_gc_passes(), writer_lock(engine, settings.okta_org_url or "this database",
+                                            wait_seconds=settings.lock_wait_seconds):
             ensure_schema(engine, settings)
             yield engine
     finally:

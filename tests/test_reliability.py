@@ -470,3 +470,22 @@ def test_bad_credentials_fail_fast_in_one_line(case, overrides, expect, fresh_si
     assert stats["status"].get(int(expect), 0) <= 3, f"a {expect} was retried: {stats}"
     assert published_snapshot(database_url) == {t.name: [] for t in PUBLISHED}
     assert sorted(run_statuses(database_url).values()) == ["failed"]
+
+
+def test_runs_raise_gc_thresholds_and_restore_them():
+    import gc
+
+    from okta_flex_sync.pipeline import fewer_gc_passes
+
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(700, 10, 10)
+        with fewer_gc_passes((50_000, 20, 100)):
+            assert gc.get_threshold() == (50_000, 20, 100)
+        assert gc.get_threshold() == (700, 10, 10)
+        gc.set_threshold(100_000, 5, 200)  # already higher: never lowered
+        with fewer_gc_passes((50_000, 20, 100)):
+            assert gc.get_threshold() == (100_000, 20, 200)
+        assert gc.get_threshold() == (100_000, 5, 200)
+    finally:
+        gc.set_threshold(*before)
