@@ -65,6 +65,7 @@ def test_full_then_incremental_run(fresh_simulator, sim_env, database_url, tmp_p
         cur = {r.okta_user_id: r for r in conn.execute(text("SELECT * FROM current_roles"))}
         assert cur[promoted].roles == "admin,agent"
         assert not cur[removed].assigned and cur[removed].roles == ""
+        assert cur[removed].status == "ACTIVE"  # still in Okta: unassigned, not deleted
         changes = conn.execute(text("SELECT okta_user_id FROM role_changes WHERE run_id = :r"),
                                {"r": second.run_id}).scalars().all()
         assert set(changes) == {promoted, removed}
