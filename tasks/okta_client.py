@@ -32,6 +32,7 @@ from tasks.http import (
     redact_text,
     redact_url,
     same_origin,
+    shared_ssl_context,
     utc_from_epoch,
 )
 
@@ -241,6 +242,7 @@ class OktaClient:
         self.clock = clock
         self._http = httpx.Client(
             base_url=self.org_url, auth=auth, timeout=timeout, transport=transport, follow_redirects=False,
+            verify=shared_ssl_context(),
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=max(1, max_concurrency) + 1),
         )

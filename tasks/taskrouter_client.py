@@ -27,6 +27,7 @@ from tasks.http import (
     RetryingSession,
     redact_url,
     same_origin,
+    shared_ssl_context,
     utc_from_epoch,
 )
 
@@ -105,7 +106,7 @@ class TaskRouterClient:
         self.workers_path = f"/v1/Workspaces/{_sid_segment(workspace_sid)}/Workers"
         self._http = httpx.Client(
             base_url=self.base_url, auth=httpx.BasicAuth(username, password), timeout=timeout,
-            transport=transport, follow_redirects=False,
+            transport=transport, follow_redirects=False, verify=shared_ssl_context(),
             headers={"Accept": "application/json", "User-Agent": USER_AGENT},
             limits=httpx.Limits(max_connections=max(1, max_concurrency) + 1),
         )

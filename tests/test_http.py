@@ -423,3 +423,13 @@ def test_cassettes_hold_no_secrets():
     secrets = {**{f"conftest {k}": v for k, v in FAKE_SECRETS.items()}, **simulator_secrets()}
     problems = {str(p.relative_to(CASSETTES)): found for p in files if (found := leaked(p.read_text(), secrets))}
     assert not problems, f"cassettes contain credentials: {problems}"
+
+
+def test_clients_share_one_verifying_tls_context():
+    import ssl
+
+    from tasks.http import shared_ssl_context
+
+    ctx = shared_ssl_context()
+    assert ctx is shared_ssl_context()
+    assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
