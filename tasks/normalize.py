@@ -181,19 +181,22 @@ def normalize_email(value: object) -> str | None:
     return _text(value) or None
 
 
+# The comparisons below first try `a == b` (equal inputs normalize equally): most workers have
+# not drifted, and that spares reconciling 15k workers three normalizations each.
+
 def emails_equal(a: object, b: object) -> bool:
     """Case-insensitive; None and "" are the same (no email)."""
-    return (normalize_email(a) or "").casefold() == (normalize_email(b) or "").casefold()
+    return a == b or (normalize_email(a) or "").casefold() == (normalize_email(b) or "").casefold()
 
 
 def names_equal(a: object, b: object) -> bool:
     """Equal after normalize_text: whitespace and Unicode-form differences are not drift."""
-    return (_text(a) or "") == (_text(b) or "")
+    return a == b or (_text(a) or "") == (_text(b) or "")
 
 
 def urls_equal(a: object, b: object) -> bool:
     """Absent, null and empty image URLs are the same."""
-    return (_text(a) or "") == (_text(b) or "")
+    return a == b or (_text(a) or "") == (_text(b) or "")
 
 
 def username_key(name: object) -> str:

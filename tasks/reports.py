@@ -153,6 +153,8 @@ def _opt_text(value) -> str | None:
 
 def _scrub(text: str) -> str:
     """Lone surrogates (from JSON \\ud800 escapes) cannot be encoded as UTF-8 at all."""
+    if text.isprintable():  # C-speed: surrogates are never printable
+        return text
     return _SURROGATES.sub("\ufffd", text)
 
 
@@ -160,6 +162,8 @@ def _scrub(text: str) -> str:
 
 def printable(text: str) -> str:
     """Control, separator and bidi-override characters shown as visible escapes (\\n, \\x07, \\u202e)."""
+    if text.isprintable():  # C-speed: every character the pattern escapes is non-printable (tested)
+        return text
     return _UNPRINTABLE.sub(_escape_char, text)
 
 
@@ -196,7 +200,9 @@ def csv_cell(value: str | None) -> str:
     text = str(value)
     cell = truncate(printable(text), CSV_CELL_CHARS)
     # Excel and LibreOffice skip leading blanks/controls before deciding a cell is a formula.
-    if text[:1] in _FORMULA_TRIGGERS or _LEADING_BLANKS.sub("", text, count=1)[:1] in _FORMULA_TRIGGERS:
+    first = text[:1]
+    if first in _FORMULA_TRIGGERS or (not first.isalnum()  # an alphanumeric start has no blanks to skip
+                                      and _LEADING_BLANKS.sub("", text, count=1)[:1] in _FORMULA_TRIGGERS):
         return "'" + cell
     return cell
 

@@ -234,13 +234,19 @@ def staged_worker_list(conn: Connection, run_id: str) -> list[Worker]:
     return [Worker(*row) for row in conn.execute(q)]
 
 
-def unchanged_worker_attributes(conn: Connection, run_id: str, *, updated_before: datetime) -> dict[str, tuple]:
-    """worker sid -> (date_updated, attributes_raw) of a run's staged workers whose attributes
-    parsed and whose last update came before `updated_before` (see `tasks.sync`)."""
+def unchanged_worker_attributes(conn: Connection, run_id: str, sids: Iterable[str], *,
+                                updated_before: datetime) -> dict[str, tuple]:
+    """worker sid -> (date_updated, attributes_raw) of those of `sids` among a run's staged
+    workers whose attributes parsed and whose last update came before `updated_before` (see
+    `tasks.sync`)."""
     w = staged_workers.c
-    q = select(w.worker_sid, w.date_updated, w.attributes_raw).where(
-        w.run_id == run_id, w.parse_error.is_(None), w.attributes_raw.is_not(None), w.date_updated < updated_before)
-    return {sid: (updated, raw) for sid, updated, raw in conn.execute(q)}
+    out: dict[str, tuple] = {}
+    for part in chunked(sorted(set(sids)), 500):
+        q = select(w.worker_sid, w.date_updated, w.attributes_raw).where(
+            w.run_id == run_id, w.worker_sid.in_(part), w.parse_error.is_(None), w.attributes_raw.is_not(None),
+            w.date_updated < updated_before)
+        out.update((sid, (updated, raw)) for sid, updated, raw in conn.execute(q))
+    return out
 
 
 def mirror_users(conn: Connection, run_id: str, *, with_current_history: bool = True) -> dict[str, OktaUser]:

@@ -246,26 +246,28 @@ def _worker_sid(w: Worker) -> str:
 REUSE_AFTER_QUIET = timedelta(minutes=5)
 
 
-def _known_attributes(ctx: SyncContext) -> Callable[[dict], str | None] | None:
-    """Attributes for a worker TaskRouter lists with `attributes: null`, from the last run's
-    staging, when its `date_updated` is still the one stored then (saves one fetch per such
+def _known_attributes(ctx: SyncContext) -> Callable[[list[dict]], dict[str, str]] | None:
+    """Attributes for workers TaskRouter lists with `attributes: null`, from the last run's
+    staging, when their `date_updated` is still the one stored then (saves one fetch per such
     worker, ~750 requests a night at 15k workers).  Full runs fetch everything again.
 
-    The last run's workers are read on the first null worker, in the workers listing's own
-    thread, so the read overlaps the other listings instead of delaying them all."""
+    Asked once per page for that page's null workers, in the workers listing's own thread; only
+    those rows are read (reading all 15k staged workers up front cost ~0.08 s a night)."""
     if ctx.full:
         return None
-    known: dict | None = None
+    previous: list = []  # [run] once looked up; [None] when there is no earlier run
 
-    def lookup(row: dict) -> str | None:
-        nonlocal known
-        if known is None:
-            with ctx.engine.connect() as conn:
-                previous = store.last_run(conn, org_url=ctx.org_url)
-                known = store.unchanged_worker_attributes(
-                    conn, previous["run_id"], updated_before=previous["started_at"] - REUSE_AFTER_QUIET) if previous else {}
-        hit = known.get(row.get("sid"))
-        return hit[1] if hit is not None and parse_timestamp(row.get("date_updated")) == hit[0] else None
+    def lookup(rows: list[dict]) -> dict[str, str]:
+        with ctx.engine.connect() as conn:
+            if not previous:
+                previous.append(store.last_run(conn, org_url=ctx.org_url))
+            if previous[0] is None:
+                return {}
+            stored = store.unchanged_worker_attributes(
+                conn, previous[0]["run_id"], [row["sid"] for row in rows],
+                updated_before=previous[0]["started_at"] - REUSE_AFTER_QUIET)
+        listed = {row["sid"]: parse_timestamp(row.get("date_updated")) for row in rows}
+        return {sid: raw for sid, (updated, raw) in stored.items() if listed.get(sid) == updated}
     return lookup
 
 

@@ -69,15 +69,18 @@ def _sid_segment(sid: str) -> str:
     return quote(sid, safe="")
 
 
-def _fill_known(rows: list[dict], known: Callable[[dict], str | None] | None) -> list[dict]:
-    """Rows with null `attributes` completed from `known` where it has them."""
+def _fill_known(rows: list[dict], known: Callable[[list[dict]], dict[str, str]] | None) -> list[dict]:
+    """Rows with null `attributes` completed from `known`, which is given a page's null rows at
+    once and answers sid -> attributes for those it can vouch for (the rest get fetched)."""
     if known is None:
         return rows
-    out = []
-    for row in rows:
-        cached = known(row) if row.get("attributes") is None else None
-        out.append(row if cached is None else {**row, "attributes": cached})
-    return out
+    nulls = [row for row in rows if row.get("attributes") is None and isinstance(row.get("sid"), str)]
+    found = known(nulls) if nulls else None
+    if not found:
+        return rows
+    return [{**row, "attributes": found[row["sid"]]}
+            if row.get("attributes") is None and isinstance(row.get("sid"), str) and row["sid"] in found else row
+            for row in rows]
 
 
 def _same_attributes(a: str | None, b: str | None) -> bool:
@@ -151,12 +154,12 @@ class TaskRouterClient:
     # --- reads ------------------------------------------------------------------------------
 
     def iter_worker_pages(self, *, page_size: int = 1000,
-                          known_attributes: Callable[[dict], str | None] | None = None) -> Iterator[Page]:
+                          known_attributes: Callable[[list[dict]], dict[str, str]] | None = None) -> Iterator[Page]:
         """Every worker, a page at a time, with null list `attributes` filled in by a fetch.
 
-        `known_attributes(row)` may answer for a null row instead (the caller's copy of an
-        unchanged worker, see `tasks.sync`); None means fetch.  `Page.raw` is the list
-        response exactly as received (before any fill-in).
+        `known_attributes(null_rows)` may answer for some of a page's null rows instead (sid ->
+        the caller's copy of an unchanged worker's attributes, see `tasks.sync`); the others are
+        fetched.  `Page.raw` is the list response exactly as received (before any fill-in).
         """
         url: str | None = self.workers_path
         query: dict[str, Any] | None = {"PageSize": page_size}

@@ -548,3 +548,16 @@ def test_parse_worker_never_raises(attributes, name):
         assert (w.full_name, w.email, w.image_url, w.roles) == (None, None, None, None)
     for value in (w.full_name, w.email, w.image_url, w.roles, w.friendly_name):
         assert value is None or (isinstance(value, str) and _storable(value))
+
+
+_LOOSE = st.one_of(st.none(), st.integers(), st.text(alphabet=st.sampled_from(list("aA é\u0065\u0301 \t\x00Zß")), max_size=8))
+
+
+@given(_LOOSE, _LOOSE)
+def test_equality_helpers_agree_with_normalizing_both_sides(a, b):
+    """The `a == b` shortcut in names_equal/emails_equal/urls_equal changes no answer."""
+    from tasks.normalize import emails_equal, names_equal, normalize_email, normalize_text, urls_equal
+
+    assert names_equal(a, b) == ((normalize_text(a) or "") == (normalize_text(b) or ""))
+    assert urls_equal(a, b) == ((normalize_text(a) or "") == (normalize_text(b) or ""))
+    assert emails_equal(a, b) == ((normalize_email(a) or "").casefold() == (normalize_email(b) or "").casefold())

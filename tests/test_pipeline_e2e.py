@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from models.tables import VALID_TO_CURRENT, drift_findings, okta_users, role_history, sync_runs
+from models.tables import VALID_TO_CURRENT, drift_findings, okta_users, role_history, staged_workers, sync_runs
 from okta_flex_sync.cli import app
 from okta_flex_sync.db import make_engine
 from okta_flex_sync.pipeline import run_nightly
@@ -122,3 +122,46 @@ def test_cli_missing_setting_is_one_line(monkeypatch, tmp_path):
     result = CliRunner().invoke(app, ["run", "--no-prefect"])
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0 and "OKTA_ORG_URL" in result.output
+
+
+def test_incremental_run_reuses_unchanged_null_attribute_workers_only(fresh_simulator, sim_env, database_url):
+    """TaskRouter lists some workers with `attributes: null`.  A full run fetches each; the next
+    (incremental) run reuses the stored copy of those unchanged since, and fetches a changed one
+    again, so its new attributes are reconciled (here: an agent quietly made admin)."""
+    sim = fresh_simulator(users=300, seed=31, null_attributes_fraction=0.3)
+    sim_env(sim, database_url)
+    settings = load_settings()
+    nulls = set(sim.org.planted["null_attributes"])
+    assert len(nulls) > 10
+
+    before = sim.stats()["requests"].get("taskrouter", 0)
+    first = run_nightly(settings, full=True)
+    full_requests = sim.stats()["requests"]["taskrouter"] - before
+    assert full_requests >= len(nulls)  # every null row fetched one by one
+
+    # An agent's worker that lists null attributes, matched to an active user with no drift.
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        flagged = set(conn.execute(select(drift_findings.c.worker_sid)
+                                   .where(drift_findings.c.run_id == first.run_id)).scalars())
+        target = conn.execute(
+            select(staged_workers.c.worker_sid, staged_workers.c.attributes_raw)
+            .where(staged_workers.c.run_id == first.run_id, staged_workers.c.worker_sid.in_(sorted(nulls - flagged)),
+                   staged_workers.c.roles == "agent")
+            .order_by(staged_workers.c.worker_sid).limit(1)).one()
+    engine.dispose()
+    attrs = json.loads(target.attributes_raw)
+    attrs["roles"] = ["agent", "admin"]
+    sim.org.update_worker(target.worker_sid, attributes=json.dumps(attrs))
+
+    before = sim.stats()["requests"]["taskrouter"]
+    second = run_nightly(settings)
+    incremental_requests = sim.stats()["requests"]["taskrouter"] - before
+    assert incremental_requests == full_requests - len(nulls) + 1  # the pages, plus the changed worker
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        kinds = set(conn.execute(select(drift_findings.c.kind).where(
+            drift_findings.c.run_id == second.run_id, drift_findings.c.worker_sid == target.worker_sid)).scalars())
+    engine.dispose()
+    assert "privilege_escalation" in kinds

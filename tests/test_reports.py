@@ -485,3 +485,24 @@ def test_reports_module_is_pure():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'sqlalchemy', 'httpx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_printable_fast_path_is_exact():
+    """`printable` and `_scrub` return text that `str.isprintable()` accepts unchanged: that is
+    only right while every character their patterns replace is non-printable."""
+    from tasks.reports import _SURROGATES, _UNPRINTABLE
+
+    for pattern in (_UNPRINTABLE, _SURROGATES):
+        assert not [hex(c) for c in range(0x10000) if pattern.fullmatch(chr(c)) and chr(c).isprintable()]
+
+
+_CELL_TEXT = st.text(alphabet=st.sampled_from(list("aZ0 =+-@\t\r\n\x00\x07\u200b\u202e\ufeff\ud800é'\"<>&")), max_size=12)
+
+
+@given(_CELL_TEXT)
+def test_csv_cell_matches_the_plain_rule(text):
+    from tasks.reports import _FORMULA_TRIGGERS, _LEADING_BLANKS, CSV_CELL_CHARS, _UNPRINTABLE, _escape_char, truncate
+
+    cell = truncate(_UNPRINTABLE.sub(_escape_char, text), CSV_CELL_CHARS)
+    formula = text[:1] in _FORMULA_TRIGGERS or _LEADING_BLANKS.sub("", text, count=1)[:1] in _FORMULA_TRIGGERS
+    assert csv_cell(text) == ("'" + cell if formula else cell)

@@ -137,6 +137,23 @@ def test_null_list_attributes_are_fetched_one_by_one():
     assert fetched == [f"WK{1:032d}", f"WK{2:032d}"]
 
 
+def test_known_attributes_answer_for_a_pages_null_rows_and_the_rest_are_fetched():
+    fake = FakeTaskRouter([worker(1, '{"roles":["admin"]}'), worker(2, "{}"), worker(3, '{"a":1}')],
+                          list_hides_attributes=True)
+    asked = []
+
+    def known(rows):
+        asked.append([r["sid"] for r in rows])
+        return {f"WK{2:032d}": '{"cached":true}'}
+
+    with make_client(fake) as client:
+        items = [w for p in client.iter_worker_pages(known_attributes=known) for w in p.items]
+    assert asked == [[f"WK{n:032d}" for n in (1, 2, 3)]]  # once per page, with every null row
+    assert [w["attributes"] for w in items] == ['{"roles":["admin"]}', '{"cached":true}', '{"a":1}']
+    fetched = [r.url.path.rsplit("/", 1)[-1] for r in fake.requests if r.url.path != WORKERS]
+    assert fetched == [f"WK{1:032d}", f"WK{3:032d}"]
+
+
 def test_non_null_attributes_are_not_fetched_again():
     fake = FakeTaskRouter([worker(1), worker(2, "not json at all")])
     with make_client(fake) as client:
