@@ -4,7 +4,7 @@ For each scenario it prints wall time, requests made, 429s received and the pipe
 then checks the targets of issue 7.  The simulator and every measured run are separate processes,
 so one run's memory never counts against another and the server's CPU is not the pipeline's.
 
-    python benchmarks/bench.py                       # every scenario (about 10 minutes)
+    python benchmarks/bench.py                       # every scenario (about 5 minutes)
     python benchmarks/bench.py --scenarios 1,3       # some of them
     python benchmarks/bench.py --quick               # tiny orgs: a smoke test in about a minute
     python benchmarks/bench.py --repeat 3            # fastest of three (a shared machine is noisy)
