@@ -130,11 +130,7 @@ class Workspace:
         if friendly_name is not None:
             _check_friendly_name(friendly_name)
         with self._lock:
-            record = self._records.get(sid)
-            if record is None:
-                raise UnknownWorker(sid)
-            if if_match is not None and not _etag_matches(if_match, record.etag):
-                raise PreconditionFailed(sid)
+            record = self._writable(sid, if_match)
             if friendly_name is not None and self._names.get(friendly_name.casefold(), sid) != sid:
                 raise WorkerConflict(friendly_name)
             self._check_activity(activity_sid)
@@ -165,13 +161,18 @@ class Workspace:
                 self._set_activity(record, activity_sid)
             return copy.copy(record)
 
+    def _writable(self, sid: str, if_match: str | None) -> WorkerRecord:
+        """The record a write may change (caller holds the lock): 404 unknown, 412 stale If-Match."""
+        record = self._records.get(sid)
+        if record is None:
+            raise UnknownWorker(sid)
+        if if_match is not None and not _etag_matches(if_match, record.etag):
+            raise PreconditionFailed(sid)
+        return record
+
     def delete(self, sid: str, if_match: str | None = None) -> None:
         with self._lock:
-            record = self._records.get(sid)
-            if record is None:
-                raise UnknownWorker(sid)
-            if if_match is not None and not _etag_matches(if_match, record.etag):
-                raise PreconditionFailed(sid)
+            record = self._writable(sid, if_match)
             del self._records[sid]
             self._names.pop(record.friendly_name.casefold(), None)
             self._sids.remove(sid)

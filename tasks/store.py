@@ -145,7 +145,6 @@ _assignment_values = attrgetter(*_ASSIGNMENT_FIELDS)
 _worker_values = attrgetter(*_WORKER_FIELDS)
 _STATE_FIELDS = [f.name for f in fields(HistoryState)]
 _state_values = attrgetter(*_STATE_FIELDS)
-_RAW_ATTRIBUTES = _WORKER_FIELDS.index("attributes_raw")
 
 
 def land_users(conn: Connection, run_id: str, users: Iterable[OktaUser]) -> int:
@@ -169,9 +168,7 @@ def as_landed(record):
 
 
 def _worker_row(run_id: str, w: Worker) -> tuple:
-    values = list(_worker_values(w))
-    values[_RAW_ATTRIBUTES] = storable_text(values[_RAW_ATTRIBUTES])
-    return (run_id, *values)
+    return (run_id, *_worker_values(as_landed(w)))
 
 
 def land_workers(conn: Connection, run_id: str, rows: Iterable[Worker]) -> int:

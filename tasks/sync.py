@@ -237,10 +237,6 @@ _KEY = {"users": lambda r: r.okta_user_id, "assignments": lambda r: r.okta_user_
         "logs": lambda e: e.uuid}
 
 
-def _worker_sid(w: Worker) -> str:
-    return w.worker_sid
-
-
 # A worker whose date_updated lies this long before the last run's start cannot have changed
 # since that run fetched it without its date_updated moving on: whole seconds, server clock.
 REUSE_AFTER_QUIET = timedelta(minutes=5)
@@ -374,7 +370,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
         previous = store.last_run(conn, org_url=ctx.org_url)
         if extracted.landed_assignments is not None and extracted.landed_workers is not None:
             assignments = extracted.landed_assignments
-            workers = sorted(extracted.landed_workers.values(), key=_worker_sid)
+            workers = sorted(extracted.landed_workers.values(), key=_KEY["workers"])
         else:
             assignments = store.staged_assignments(conn, ctx.run_id)
             workers = store.staged_worker_list(conn, ctx.run_id)
