@@ -132,7 +132,7 @@ class TaskRouterApi:
         else:
             start = page * page_size
         chunk = sids[start:start + page_size]
-        records = self.org.workspace.records(chunk)
+        records = self.org.workspace.snapshots(chunk)
         base = f"{self.workspace_url}/Workers"
         keep = ordered_params(req.query, {"PageSize", "Page", "PageToken"})
         meta = {
@@ -159,13 +159,13 @@ class TaskRouterApi:
         body = '{"workers":[' + workers + '],"meta":' + _dumps(meta) + "}"
         return Response(200, body.encode("utf-8"))
 
-    def _listed_worker_text(self, r: WorkerRecord) -> str:
-        key = (r.sid, r.version, r.friendly_name, r.attributes, r.activity_sid, r.activity_name, r.available,
-               r.date_created_ms, r.date_updated_ms, r.date_status_changed_ms, self.org.workspace.lists_null(r.sid))
+    def _listed_worker_text(self, key: tuple) -> str:
+        """A listed worker's JSON, by its snapshot (every field it shows; whether its attributes
+        list as null follows from its sid)."""
         with self._listed_lock:
             text = self._listed_json.get(key)
         if text is None:
-            text = _dumps(self._worker_json(r, listed=True))
+            text = _dumps(self._worker_json(WorkerRecord(*key), listed=True))
             with self._listed_lock:
                 if len(self._listed_json) >= _LISTED_CACHE_SIZE:
                     self._listed_json.clear()

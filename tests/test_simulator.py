@@ -720,3 +720,47 @@ def test_sso_roles_only_ever_yields_valid_unique_roles(user_type):
 @given(st.text(max_size=60))
 def test_contact_identity_is_alphanumeric_and_underscores(email):
     assert re.fullmatch(r"[A-Za-z0-9_]*", contact_identity(email))
+
+
+# ---------------------------------------------------------------------------- listing caches
+def test_app_user_pages_equal_single_reads_and_follow_changes(fresh_simulator):
+    """List pages reuse each AppUser's JSON text; it must be what a single read renders, and a
+    changed assignment must show its new values on the next listing."""
+    s = fresh_simulator(users=300, seed=8)
+    path = f"/api/v1/apps/{s.flex_app_id}/users"
+    with okta(s) as c:
+        first, _ = walk(c, path, {"limit": 40})
+        again, _ = walk(c, path, {"limit": 40})  # served from the cache
+        singles = [c.get(f"{path}/{a['id']}").json() for a in first]
+        uid = first[3]["id"]
+        s.org.assign(uid, "EMP-RENAMED-1", scope="GROUP")
+        after, _ = walk(c, path, {"limit": 40})
+        single_after = c.get(f"{path}/{uid}").json()
+    assert first == again == singles
+    changed = next(a for a in after if a["id"] == uid)
+    assert changed == single_after and changed["credentials"]["userName"] == "EMP-RENAMED-1"
+    assert changed["scope"] == "GROUP" and changed != first[3]
+
+
+def test_app_user_cache_key_keeps_json_types_apart():
+    from simulator.okta_api import _assignment_key
+    from simulator.org import ABSENT, Assignment
+
+    def key(roles):
+        return _assignment_key(Assignment(1, "00u1", "a@example.com", "USER", "ACTIVE", 1, 2, 3, roles))
+
+    assert key(["agent"]) != key("agent") != key(ABSENT) != key(None)
+    assert key([True]) != key([1]) and key(True) != key(1)  # equal in Python, not in JSON
+    assert key([["agent"]]) is None and key({"a": 1}) is None  # unhashable: rendered every time
+
+
+def test_worker_pages_follow_updates(fresh_simulator):
+    s = fresh_simulator(users=100, seed=9)
+    with taskrouter(s) as c:
+        before = c.get("/Workers", params={"PageSize": 1000}).json()["workers"]
+        sid = next(w["sid"] for w in before if w["attributes"] is not None)
+        assert c.post(f"/Workers/{sid}", data={"Attributes": '{"roles":["admin"]}'}).status_code == 200
+        after = c.get("/Workers", params={"PageSize": 1000}).json()["workers"]
+    changed = next(w for w in after if w["sid"] == sid)
+    assert changed["attributes"] == '{"roles":["admin"]}'
+    assert [w for w in after if w["sid"] != sid] == [w for w in before if w["sid"] != sid]
