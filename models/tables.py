@@ -169,6 +169,9 @@ role_history = Table(
     UniqueConstraint("okta_user_id", "valid_to", name="uq_role_history_one_current"),
     Index("ix_role_history_period", "valid_from", "valid_to"),
     Index("ix_role_history_login", "login"),
+    # Current rows (`valid_to` = the far-future sentinel) without reading the history behind
+    # them: every run's current-history read, role counts and the `current_roles` view.
+    Index("ix_role_history_current", "valid_to", "okta_user_id"),
 )
 
 drift_findings = Table(

@@ -3,12 +3,12 @@ from alembic import command
 from sqlalchemy import inspect, text
 
 from models.tables import VIEWS, metadata
-from okta_flex_sync.db import alembic_config, current_revision, make_engine, upgrade
+from okta_flex_sync.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
 
 
 def test_schema_matches_models_on_both_databases(engine):
     upgrade(engine)  # a second upgrade is a no-op
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == HEAD_REVISION
     insp = inspect(engine)
     for table in metadata.sorted_tables:
         cols = {c["name"] for c in insp.get_columns(table.name)}
@@ -42,7 +42,7 @@ def test_db_upgrade_command(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     result = CliRunner().invoke(app, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "revision 0001" in result.output
+    assert f"revision {HEAD_REVISION}" in result.output
 
 
 def test_migrations_and_models_agree(engine):
@@ -78,7 +78,7 @@ def test_ensure_schema_upgrades_sqlite_and_refuses_stale_postgres(tmp_path, monk
     fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     monkeypatch.setenv("DATABASE_URL", str(fresh.url))
     ensure_schema(fresh, load_settings())  # SQLite migrates itself
-    assert current_revision(fresh) == "0001"
+    assert current_revision(fresh) == HEAD_REVISION
     ensure_schema(fresh, load_settings())  # at head: nothing to do
     fresh.dispose()
 
@@ -93,4 +93,49 @@ def test_ensure_schema_upgrades_sqlite_and_refuses_stale_postgres(tmp_path, monk
             ensure_schema(engine, load_settings())
     finally:
         with engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+            conn.execute(text(f"UPDATE alembic_version SET version_num = '{HEAD_REVISION}'"))
+
+
+def _alembic(engine, verb: str, revision: str) -> None:
+    with engine.begin() as conn:
+        cfg = alembic_config(engine.url.render_as_string(hide_password=False))
+        cfg.attributes["connection"] = conn
+        getattr(command, verb)(cfg, revision)
+
+
+def test_0002_indexes_current_history_rows_and_keeps_them(engine):
+    """A database at 0001 with history in it gains the current-rows index, rows untouched, and
+    the nightly's current-row read uses it."""
+    from datetime import datetime
+
+    from okta_flex_sync.db import insert_tuples
+    from tasks.store import VALID_TO_CURRENT, current_history
+    from models.tables import role_history
+
+    _alembic(engine, "downgrade", "0001")
+    try:
+        assert "ix_role_history_current" not in {i["name"] for i in inspect(engine).get_indexes("role_history")}
+        cols = ["okta_user_id", "login", "app_username", "status", "assigned", "roles", "full_name", "email",
+                "valid_from", "valid_to", "run_id", "source"]
+        with engine.begin() as conn:
+            insert_tuples(conn, role_history, cols, [
+                ("00u-m1", "m1@example.com", "m1", "ACTIVE", True, "agent", "M One", None,
+                 datetime(2026, 1, 1), datetime(2026, 2, 1), "r-mig", "nightly"),
+                ("00u-m1", "m1@example.com", "m1", "ACTIVE", True, "admin", "M One", None,
+                 datetime(2026, 2, 1), VALID_TO_CURRENT, "r-mig", "nightly")])
+        _alembic(engine, "upgrade", "head")
+        assert current_revision(engine) == HEAD_REVISION
+        index = {i["name"]: i for i in inspect(engine).get_indexes("role_history")}["ix_role_history_current"]
+        assert index["column_names"] == ["valid_to", "okta_user_id"]
+        with engine.connect() as conn:
+            current = current_history(conn)
+            assert current["00u-m1"][0].roles == "admin"
+            if engine.dialect.name == "sqlite":
+                sql = ("SELECT okta_user_id FROM role_history WHERE valid_to = "
+                       "'9999-12-31 00:00:00.000000'")
+                plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+                assert "ix_role_history_current" in plan
+    finally:
+        _alembic(engine, "upgrade", "head")
+        with engine.begin() as conn:
+            conn.execute(role_history.delete().where(role_history.c.run_id == "r-mig"))
