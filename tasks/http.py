@@ -497,6 +497,28 @@ def same_origin(a: str | httpx.URL, b: str | httpx.URL) -> bool:
     return (ua.scheme, ua.host, ua.port) == (ub.scheme, ub.host, ub.port)
 
 
+def onto_origin(target: str | httpx.URL, base: str | httpx.URL) -> tuple[str, bool]:
+    """`target`'s path and query on `base`'s origin, and whether it had to move.
+
+    A next-page link naming another host (a server that knows itself as `localhost` while it is
+    configured as `127.0.0.1`, a proxy, a regional hostname, or a hostile server) is followed on
+    the configured origin: credentials never go anywhere else, and the listing does not die on a
+    host name.  User info in the link is dropped."""
+    if same_origin(target, base):
+        return str(target), False
+    t, b = httpx.URL(str(target)), httpx.URL(str(base))
+    return str(httpx.URL(scheme=b.scheme, host=b.host, port=b.port, raw_path=t.raw_path)), True
+
+
+def warn_foreign_link_once(warned: set[str], service: str, endpoint: str, link: str, base: str) -> None:
+    """Log, once per endpoint in `warned` (a client's), that next links name another host (see
+    `onto_origin`); only the host is logged, never the link's user info or query."""
+    if endpoint not in warned:
+        warned.add(endpoint)
+        log.warning("%s GET %s: next-page links name another host (%s); following them on %s", service,
+                    endpoint, httpx.URL(link).host or "?", httpx.URL(base).host)
+
+
 # --- the retry loop -------------------------------------------------------------------------
 
 @dataclass

@@ -31,7 +31,8 @@ from tasks.http import (
     parse_link_header,
     redact_text,
     redact_url,
-    same_origin,
+    onto_origin,
+    warn_foreign_link_once as _warn_once,
     shared_ssl_context,
     utc_from_epoch,
 )
@@ -239,6 +240,7 @@ class OktaClient:
                  max_concurrency: int = 4, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time):
         self.org_url = org_url.rstrip("/")
+        self._foreign_links_warned: set[str] = set()
         self.clock = clock
         self._http = httpx.Client(
             base_url=self.org_url, auth=auth, timeout=timeout, transport=transport, follow_redirects=False,
@@ -370,10 +372,10 @@ class OktaClient:
         target = next_link(response)
         if target is None:
             return None
-        if not same_origin(target, self.org_url):
-            raise PaginationError(f"Okta GET {path} returned a next link to another origin; refusing to "
-                                  f"send credentials there", endpoint=path,
-                                  request_id=response.headers.get(REQUEST_ID_HEADER))
+        named = target
+        target, moved = onto_origin(named, self.org_url)
+        if moved:
+            _warn_once(self._foreign_links_warned, "Okta", path, named, self.org_url)
         self_link = parse_link_header(", ".join(response.headers.get_list("link"))).get("self")
         # `visited` holds `str(request.url)`, already in httpx's normal form: look the target up
         # directly (re-parsing every visited URL per page made long listings quadratic).

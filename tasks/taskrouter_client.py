@@ -26,7 +26,8 @@ from tasks.http import (
     RequestStats,
     RetryingSession,
     redact_url,
-    same_origin,
+    onto_origin,
+    warn_foreign_link_once as _warn_once,
     shared_ssl_context,
     utc_from_epoch,
 )
@@ -103,6 +104,7 @@ class TaskRouterClient:
         if not (username and password):
             raise ConfigError("configuration error: Twilio credentials are not set")
         self.base_url = base_url.rstrip("/")
+        self._foreign_links_warned: set[str] = set()
         self.workspace_sid = workspace_sid
         self.clock = clock
         self._max_concurrency = max(1, max_concurrency)
@@ -261,11 +263,10 @@ class TaskRouterClient:
         target = _next_page_url(body)
         if target is None:
             return None
-        target = str(response.request.url.join(target))
-        if not same_origin(target, self.base_url):
-            raise PaginationError(f"TaskRouter GET {self.workers_path} returned a next_page_url on another "
-                                  f"origin; refusing to send credentials there", endpoint=self.workers_path,
-                                  request_id=response.headers.get(REQUEST_ID_HEADER))
+        named = str(response.request.url.join(target))
+        target, moved = onto_origin(named, self.base_url)
+        if moved:
+            _warn_once(self._foreign_links_warned, "TaskRouter", self.workers_path, named, self.base_url)
         meta_url = (body.get("meta") or {}).get("url")
         own = set(visited)
         if isinstance(meta_url, str) and meta_url:

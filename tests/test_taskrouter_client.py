@@ -180,13 +180,25 @@ def test_endless_empty_pages_raise():
         list(client.iter_worker_pages())
 
 
-def test_next_page_on_another_origin_is_refused():
-    def serve(request):
-        return httpx.Response(200, json={"workers": [worker(1)], "meta": {
-            "next_page_url": "https://evil.example/v1/Workers?Page=1", "key": "workers"}})
+def test_next_page_naming_another_host_is_followed_on_the_configured_base_only(caplog):
+    """e.g. a server that writes another hostname (a region, a proxy) into `next_page_url` while it is
+    reached through TASKROUTER_BASE_URL: follow the path there, never send credentials away."""
+    seen = []
 
-    with make_client(serve) as client, pytest.raises(PaginationError):
-        list(client.iter_worker_pages())
+    def serve(request):
+        seen.append(request)
+        page = int(request.url.params.get("Page", "0"))
+        nxt = (f"https://taskrouter.us1.twilio.com/v1/Workspaces/{WORKSPACE}/Workers?PageSize=1&Page={page + 1}"
+               if page < 2 else None)
+        return httpx.Response(200, json={"workers": [worker(page)], "meta": {"next_page_url": nxt, "key": "workers"}})
+
+    with caplog.at_level("WARNING"), make_client(serve) as client:
+        got = sids(client.iter_worker_pages(page_size=1))
+    assert got == [worker(i)["sid"] for i in range(3)]
+    base = httpx.URL(BASE)
+    assert {(r.url.scheme, r.url.host, r.url.port) for r in seen} == {(base.scheme, base.host, base.port)}
+    assert [r.url.params.get("Page") for r in seen] == [None, "1", "2"]
+    assert len([r for r in caplog.records if "another host" in r.getMessage()]) == 1
 
 
 @pytest.mark.parametrize("body", [b"<html>oops</html>", b"[]", b'{"meta": {}}', b'{"workers": "nope"}'])
