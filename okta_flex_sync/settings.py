@@ -6,6 +6,7 @@ reprs, logs or errors.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -25,17 +26,32 @@ _API_KEY_SID = re.compile(r"^SK[0-9a-fA-F]{32}$")
 _WORKSPACE_SID = re.compile(r"^WS[0-9a-fA-F]{32}$")
 
 
-def _check_url(value: str | None, *, allow_http_localhost: bool = True) -> str | None:
+def _check_url(value: str | None, *, strip_suffix: str = "") -> str | None:
+    """A base URL without its trailing slash (and without `strip_suffix`, the API path people
+    paste along with the host, e.g. `/api/v1`); http vs https is checked on the whole settings."""
     if value is None or value == "":
         return None
     value = value.strip().rstrip("/")
     if not re.match(r"^https?://[^\s/]+(:\d+)?(/[^\s]*)?$", value):
         raise ValueError("must be an http(s) URL such as https://example.okta.com")
-    if value.startswith("http://") and allow_http_localhost:
-        host = value[len("http://"):].split("/")[0].split(":")[0]
-        if host not in ("localhost", "127.0.0.1", "[::1]"):
-            raise ValueError("must use https:// (plain http is only allowed for localhost)")
+    if strip_suffix and value.lower().endswith(strip_suffix):
+        value = value[: -len(strip_suffix)]
     return value
+
+
+def _is_loopback(url: str) -> bool:
+    host = (_url_host(url) or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(url: str) -> str | None:
+    m = re.match(r"^[a-z]+://(\[[^\]]*\]|[^:/]*)", url, re.IGNORECASE)
+    return m.group(1) if m else None
 
 
 class Settings(BaseSettings):
@@ -64,6 +80,7 @@ class Settings(BaseSettings):
     twilio_api_key_secret: SecretStr | None = None
     twilio_workspace_sid: str | None = None
     taskrouter_base_url: str = "https://taskrouter.twilio.com"
+    allow_insecure_http: bool = False
 
     # --- Storage and output -----------------------------------------------------------
     database_url: str = "sqlite:///okta_flex_sync.db"
@@ -90,12 +107,12 @@ class Settings(BaseSettings):
     @field_validator("okta_org_url", mode="before")
     @classmethod
     def _org_url(cls, v):
-        return _check_url(v)
+        return _check_url(v, strip_suffix="/api/v1")
 
     @field_validator("taskrouter_base_url", mode="before")
     @classmethod
     def _tr_url(cls, v):
-        return _check_url(v) or "https://taskrouter.twilio.com"
+        return _check_url(v, strip_suffix="/v1") or "https://taskrouter.twilio.com"
 
     @field_validator("twilio_account_sid")
     @classmethod
@@ -146,6 +163,16 @@ class Settings(BaseSettings):
     def _key_pairs(self):
         if self.okta_private_key and self.okta_private_key_file:
             raise ValueError("OKTA_PRIVATE_KEY and OKTA_PRIVATE_KEY_FILE: set only one")
+        return self
+
+    @model_validator(mode="after")
+    def _https_unless_local(self):
+        """Credentials travel in every request: plain http only to this machine, or where an
+        admin said so (a test server on another host)."""
+        for name, url in (("OKTA_ORG_URL", self.okta_org_url), ("TASKROUTER_BASE_URL", self.taskrouter_base_url)):
+            if url and url.lower().startswith("http://") and not (self.allow_insecure_http or _is_loopback(url)):
+                raise ValueError(f"{name} must use https:// (plain http is allowed for localhost, or for any "
+                                 f"host with ALLOW_INSECURE_HTTP=true, e.g. a test server on another machine)")
         return self
 
     # A database password is a secret too: mask it wherever the settings are shown or dumped.

@@ -18,7 +18,8 @@ def env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no stray .env
     for k in list(GOOD) + ["DATABASE_URL", "ROLE_SOURCE", "VALID_ROLES", "TWILIO_API_KEY_SID",
                            "TWILIO_API_KEY_SECRET", "OKTA_CLIENT_ID", "OKTA_PRIVATE_KEY", "HTTP_TIMEOUT_SECONDS",
-                           "TASKROUTER_BASE_URL", "OKTA_PRIVATE_KEY_FILE", "SHRINK_GUARD_PERCENT"]:
+                           "TASKROUTER_BASE_URL", "OKTA_PRIVATE_KEY_FILE", "SHRINK_GUARD_PERCENT",
+                           "ALLOW_INSECURE_HTTP"]:
         monkeypatch.delenv(k, raising=False)
 
     def set_(**values):
@@ -99,3 +100,28 @@ def test_dotenv_file_is_read(env, tmp_path):
 
 def test_settings_object_is_typed():
     assert Settings.model_fields["max_changes"].annotation is int
+
+
+@pytest.mark.parametrize("okta, taskrouter, allow, expected", [
+    ("http://127.0.0.1:8080", "http://localhost:9000", None, ("http://127.0.0.1:8080", "http://localhost:9000")),
+    ("http://[::1]:8080/", "http://127.0.0.2:9000/v1/", None, ("http://[::1]:8080", "http://127.0.0.2:9000")),
+    ("https://acme.okta.com/api/v1", "https://taskrouter.twilio.com/v1", None,
+     ("https://acme.okta.com", "https://taskrouter.twilio.com")),  # pasted API paths are dropped
+    ("http://okta-mock:8080", "http://10.0.0.7:9000", "true", ("http://okta-mock:8080", "http://10.0.0.7:9000")),
+])
+def test_base_urls_accepted(env, okta, taskrouter, allow, expected):
+    env(OKTA_ORG_URL=okta, TASKROUTER_BASE_URL=taskrouter, **({"ALLOW_INSECURE_HTTP": allow} if allow else {}))
+    s = load_settings()
+    assert (s.okta_org_url, s.taskrouter_base_url) == expected
+
+
+@pytest.mark.parametrize("var, value", [
+    ("OKTA_ORG_URL", "http://okta-mock:8080"),
+    ("OKTA_ORG_URL", "http://localhost.evil.example"),
+    ("TASKROUTER_BASE_URL", "http://10.0.0.7:9000"),
+])
+def test_plain_http_off_this_machine_needs_the_opt_in(env, var, value):
+    env(**{var: value})
+    with pytest.raises(ConfigError) as exc:
+        load_settings()
+    assert var in str(exc.value) and "ALLOW_INSECURE_HTTP=true" in str(exc.value)
