@@ -10,6 +10,7 @@ import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,18 +41,17 @@ def _check_url(value: str | None, *, strip_suffix: str = "") -> str | None:
 
 
 def _is_loopback(url: str) -> bool:
-    host = (_url_host(url) or "").lower()
+    """Whether `url`'s host is this machine (`localhost`, `*.localhost`, 127.0.0.0/8, ::1)."""
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
     if host == "localhost" or host.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _url_host(url: str) -> str | None:
-    m = re.match(r"^[a-z]+://(\[[^\]]*\]|[^:/]*)", url, re.IGNORECASE)
-    return m.group(1) if m else None
 
 
 class Settings(BaseSettings):

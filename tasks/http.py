@@ -507,7 +507,9 @@ def onto_origin(target: str | httpx.URL, base: str | httpx.URL) -> tuple[str, bo
     if same_origin(target, base):
         return str(target), False
     t, b = httpx.URL(str(target)), httpx.URL(str(base))
-    return str(httpx.URL(scheme=b.scheme, host=b.host, port=b.port, raw_path=t.raw_path)), True
+    prefix = b.raw_path.split(b"?")[0].rstrip(b"/")  # a base behind a path prefix keeps it
+    raw_path = t.raw_path if not prefix or t.raw_path.startswith(prefix + b"/") else prefix + t.raw_path
+    return str(httpx.URL(scheme=b.scheme, host=b.host, port=b.port, raw_path=raw_path)), True
 
 
 def warn_foreign_link_once(warned: set[str], service: str, endpoint: str, link: str, base: str) -> None:

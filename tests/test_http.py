@@ -35,6 +35,7 @@ from tasks.http import (
     redact_text,
     redact_url,
     retry_condition,
+    onto_origin,
     same_origin,
 )
 
@@ -357,6 +358,22 @@ def test_next_link_absent():
 ])
 def test_same_origin(a, b, expected):
     assert same_origin(a, b) is expected
+
+
+@pytest.mark.parametrize("target, base, expected", [
+    ("https://acme.okta.com/api/v1/users?after=x", "https://acme.okta.com",
+     ("https://acme.okta.com/api/v1/users?after=x", False)),
+    ("http://localhost:8080/api/v1/users?after=x", "http://127.0.0.1:8080",
+     ("http://127.0.0.1:8080/api/v1/users?after=x", True)),
+    ("https://u:p@evil.example:8443/v1/Workers?Page=1", "https://taskrouter.twilio.com",
+     ("https://taskrouter.twilio.com/v1/Workers?Page=1", True)),
+    ("https://taskrouter.twilio.com/v1/Workers?Page=1", "https://proxy.example/twilio",
+     ("https://proxy.example/twilio/v1/Workers?Page=1", True)),
+    ("https://other.example/twilio/v1/Workers", "https://proxy.example/twilio",
+     ("https://proxy.example/twilio/v1/Workers", True)),
+])
+def test_onto_origin_keeps_credentials_on_the_configured_origin(target, base, expected):
+    assert onto_origin(target, base) == expected
 
 
 # --- redaction ------------------------------------------------------------------------------

@@ -118,6 +118,7 @@ def test_base_urls_accepted(env, okta, taskrouter, allow, expected):
 @pytest.mark.parametrize("var, value", [
     ("OKTA_ORG_URL", "http://okta-mock:8080"),
     ("OKTA_ORG_URL", "http://localhost.evil.example"),
+    ("OKTA_ORG_URL", "http://localhost:80@evil.example"),  # user info, not the host
     ("TASKROUTER_BASE_URL", "http://10.0.0.7:9000"),
 ])
 def test_plain_http_off_this_machine_needs_the_opt_in(env, var, value):
