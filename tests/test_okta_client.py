@@ -704,3 +704,16 @@ def test_cassette_oauth_private_key_jwt(target, rsa_key):
     with target.client(auth=auth) as client:
         users, assignments = pull_okta(client, target.facts["flex_app_id"])
     assert len(users) == 60 and assignments
+
+
+def test_live_pull_through_another_name_for_the_host(simulator, caplog):
+    """The simulator's Link headers name `127.0.0.1`; reached as `localhost`, the same users and
+    assignments come back, every request to `localhost`."""
+    other = simulator.url.replace("127.0.0.1", "localhost")
+    assert other != simulator.url
+    with OktaClient(simulator.url, SSWSAuth(simulator.okta_api_token)) as client:
+        direct = pull_okta(client, simulator.flex_app_id)
+    with caplog.at_level("WARNING"), OktaClient(other, SSWSAuth(simulator.okta_api_token)) as client:
+        renamed = pull_okta(client, simulator.flex_app_id)
+    assert renamed == direct and len(direct[0]) > 200
+    assert len([r for r in caplog.records if "another host (127.0.0.1)" in r.getMessage()]) == 2  # users, apps

@@ -457,3 +457,18 @@ def test_cassette_fetch_update_delete_with_if_match(target):
         with pytest.raises(NotFoundError):
             client.fetch_worker(other)
     assert updated["attributes"] == new
+
+
+def test_live_pull_through_another_name_for_the_host(simulator, caplog):
+    """The simulator writes `127.0.0.1` into its next_page_url; reached as `localhost`, every
+    page is still read, and all from `localhost`."""
+    other = simulator.url.replace("127.0.0.1", "localhost")
+    assert other != simulator.url
+    with TaskRouterClient(simulator.url, simulator.workspace_sid, simulator.account_sid,
+                          simulator.auth_token) as client:
+        direct = pull_workers(client)
+    with caplog.at_level("WARNING"), TaskRouterClient(other, simulator.workspace_sid, simulator.account_sid,
+                                                      simulator.auth_token) as client:
+        renamed = pull_workers(client)
+    assert renamed == direct and len(direct) > 5
+    assert len([r for r in caplog.records if "another host (127.0.0.1)" in r.getMessage()]) == 1
