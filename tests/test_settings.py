@@ -126,3 +126,12 @@ def test_plain_http_off_this_machine_needs_the_opt_in(env, var, value):
     with pytest.raises(ConfigError) as exc:
         load_settings()
     assert var in str(exc.value) and "ALLOW_INSECURE_HTTP=true" in str(exc.value)
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## CLI reference")]
+    missing = [name.upper() for name in Settings.model_fields if f"`{name.upper()}`" not in table]
+    assert missing == []
