@@ -19,7 +19,7 @@ from simulator import scim
 from simulator.ids import InvalidCursor, fake_uuid, iso_ms, key_of, seal, token62, unseal
 from simulator.logs import DISPLAY_MESSAGES, RETENTION_MS, LogRecord
 from simulator.org import ABSENT, Assignment, Org
-from simulator.wire import Request, Response, json_response, ordered_params, with_query
+from simulator.wire import Request, Response, dumps, json_response, ordered_params, with_query
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +59,6 @@ class OktaError(Exception):
 
 
 _APP_USER_CACHE_SIZE = 50_000
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _assignment_key(a: Assignment) -> tuple | None:
@@ -357,7 +353,7 @@ class OktaApi:
             else:
                 user = org.peek_user(i)
                 if user is not None and predicate(user):
-                    out.append(json.dumps(user, ensure_ascii=False, separators=(",", ":")))
+                    out.append(dumps(user))
             if len(out) >= limit or generated >= SCAN_BUDGET or checked >= PREFILTER_BUDGET:
                 break  # a full page, or a short page with a next link as Okta does for slow queries
         final = indices[-1] if len(indices) else after
@@ -417,7 +413,7 @@ class OktaApi:
                 text = self._app_user_json.get(key)
             if text is not None:
                 return text
-        text = _dumps(self._app_user(a, expand))
+        text = dumps(self._app_user(a, expand))
         if key is not None:
             with self._lock:
                 if len(self._app_user_json) >= _APP_USER_CACHE_SIZE:

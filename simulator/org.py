@@ -29,6 +29,7 @@ from simulator.people import (
     SIGNED_IN_STATUSES, SKILLS, TITLES, USER_STATUSES, USER_TYPES, WFO_ROLES, ascii_slug,
     contact_identity, sso_full_name, sso_roles, swap_case_once, weighted_table,
 )
+from simulator.wire import dumps
 from simulator.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -137,10 +138,6 @@ _enc = json.encoder.encode_basestring  # C-accelerated, same escaping as json.du
 
 def _q(value: str | None) -> str:
     return "null" if value is None else f'"{value}"'
-
-
-def _dumps(obj: object) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def _nfc(text: str) -> str:
@@ -332,10 +329,10 @@ class Org:
             return None
         override = self._overrides.get(i)
         if override is not None:
-            return _dumps(override)
+            return dumps(override)
         f = self._base(i)
         if f.patch:
-            return _dumps(self._generate(i)[0])
+            return dumps(self._generate(i)[0])
         created, activated, changed, last_login, last_updated = self._times(f.hist)
         parts = ['{"id":"', f.uid, '","status":"', f.status, '","created":"', created, '","activated":',
                  _q(activated), ',"statusChanged":', _q(changed), ',"lastLogin":', _q(last_login),

@@ -9,7 +9,6 @@ import base64
 import binascii
 import bisect
 import hmac
-import json
 import logging
 import threading
 from urllib.parse import unquote
@@ -19,18 +18,13 @@ from simulator.org import Org
 from simulator.workspace import (
     ACTIVITIES, InvalidRequest, PreconditionFailed, UnknownWorker, WorkerConflict, WorkerRecord,
 )
-from simulator.wire import Request, Response, json_response, ordered_params, with_query
+from simulator.wire import Request, Response, dumps, json_response, ordered_params, with_query
 
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 _LISTED_CACHE_SIZE = 50_000
 _TRUTHY = frozenset({"true", "1", "yes"})
-
-
-def _dumps(obj: object) -> str:
-    """JSON text exactly as `wire.json_response` writes it."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 class TwilioError(Exception):
@@ -156,7 +150,7 @@ class TaskRouterApi:
         # Same bytes as json_response({"workers": [...], "meta": meta}); serializing 1,000 workers
         # per page dominated the benchmark's incremental run, so each worker's text is kept.
         workers = ",".join(self._listed_worker_text(r) for r in records)
-        body = '{"workers":[' + workers + '],"meta":' + _dumps(meta) + "}"
+        body = '{"workers":[' + workers + '],"meta":' + dumps(meta) + "}"
         return Response(200, body.encode("utf-8"))
 
     def _listed_worker_text(self, key: tuple) -> str:
@@ -165,7 +159,7 @@ class TaskRouterApi:
         with self._listed_lock:
             text = self._listed_json.get(key)
         if text is None:
-            text = _dumps(self._worker_json(WorkerRecord(*key), listed=True))
+            text = dumps(self._worker_json(WorkerRecord(*key), listed=True))
             with self._listed_lock:
                 if len(self._listed_json) >= _LISTED_CACHE_SIZE:
                     self._listed_json.clear()

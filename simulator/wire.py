@@ -42,9 +42,13 @@ class Response:
     content_type: str = "application/json"
 
 
+def dumps(obj: object) -> str:
+    """Compact JSON text, as every simulator response writes it (list pages join these)."""
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
 def json_response(status: int, payload: object, headers: list[tuple[str, str]] | None = None) -> Response:
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Response(status, body, list(headers or []))
+    return Response(status, dumps(payload).encode("utf-8"), list(headers or []))
 
 
 def with_query(base: str, params: list[tuple[str, str]]) -> str:

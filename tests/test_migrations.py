@@ -23,10 +23,7 @@ def test_downgrade_to_base_and_up_again(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     engine = make_engine(url)
     upgrade(engine)
-    with engine.begin() as conn:
-        cfg = alembic_config(url)
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "base")
+    _alembic(engine, "downgrade", "base")
     assert "role_history" not in inspect(engine).get_table_names()
     upgrade(engine)
     assert "role_history" in inspect(engine).get_table_names()
