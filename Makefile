@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 # Byte-compile the project too: an editable install leaves that to the first import, and where
 # PYTHONDONTWRITEBYTECODE is set every process would compile the modules again (~0.15 s each).
 install: $(STAMP)
-	@$(BIN)/python -m compileall -q okta_flex_sync tasks flows models simulator
+	@$(BIN)/python -m compileall -q okta_flex_sync simulator
 
 ## Start the bundled Okta/Flex simulator and run the nightly job against it on SQLite.
 demo: install

@@ -314,7 +314,7 @@ class ScratchPostgres:
     def __enter__(self) -> str:
         from sqlalchemy import text
 
-        from okta_flex_sync.db import make_engine, upgrade
+        from okta_flex_sync.storage.engine import make_engine, upgrade
 
         self.admin = make_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:

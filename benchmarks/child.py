@@ -4,7 +4,7 @@ Settings come from the environment (the simulator's, plus DATABASE_URL and REPOR
 one JSON line: wall and CPU time, peak RSS of this process, time per stage, and the run's
 stored counts (requests, pages, pure-stage timings).  Modes:
 
-* `plain`   - `okta_flex_sync.pipeline.run_nightly`, no orchestrator;
+* `plain`   - `okta_flex_sync.jobs.nightly.run_nightly`, no orchestrator;
 * `prefect` - a plain run and the `nightly-sync` flow on a temporary Prefect server (its start
   is not timed), each on its own database, for the overhead Prefect adds;
 * `listing` - only the Okta users listing (fetch and parse every page, nothing else): the
@@ -42,13 +42,13 @@ def _time_stages(cls, sink: dict) -> None:
 
 def _stored_counts(database_url: str) -> dict:
     """The latest nightly run's counts as stored in `sync_runs`."""
-    from okta_flex_sync.db import make_engine
-    from tasks import store
+    from okta_flex_sync.storage import runs as runs_db
+    from okta_flex_sync.storage.engine import make_engine
 
     engine = make_engine(database_url)
     try:
         with engine.connect() as conn:
-            run = store.last_run(conn)
+            run = runs_db.last_run(conn)
         return (run or {}).get("counts") or {}
     finally:
         engine.dispose()
@@ -69,7 +69,7 @@ def measure(run, database_url: str, stages: dict) -> dict:
 
 
 def plain(full: bool) -> dict:
-    from okta_flex_sync.pipeline import NightlySync, run_nightly
+    from okta_flex_sync.jobs.nightly import NightlySync, run_nightly
     from okta_flex_sync.settings import load_settings
 
     stages: dict = {}
@@ -84,14 +84,14 @@ def prefect_pair(full: bool, second_database_url: str) -> dict:
     is, if anything, too high)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from okta_flex_sync.pipeline import NightlySync, run_nightly
+    from okta_flex_sync.jobs.nightly import NightlySync, run_nightly
     from okta_flex_sync.settings import load_settings
 
     stages: dict = {}
     _time_stages(NightlySync, stages)
     first_database_url = os.environ["DATABASE_URL"]
     with prefect_test_harness(server_startup_timeout=120):
-        from flows.nightly import nightly_sync
+        from okta_flex_sync.flows.nightly import nightly_sync
 
         flow = measure(lambda: nightly_sync(full=full), first_database_url, stages)
         plain_run = measure(lambda: run_nightly(load_settings(), full=full), second_database_url, stages)
@@ -102,8 +102,8 @@ def prefect_pair(full: bool, second_database_url: str) -> dict:
 
 
 def users_listing() -> dict:
+    from okta_flex_sync.clients.okta import OktaClient
     from okta_flex_sync.settings import load_settings
-    from tasks.okta_client import OktaClient
 
     with OktaClient.from_settings(load_settings()) as okta:
         wall, pages, items = time.perf_counter(), 0, 0
@@ -117,12 +117,17 @@ def pure_alone(database_url: str, repeat: int = 3) -> dict:
 
 
 def _pure_once(database_url: str) -> dict:
-    from okta_flex_sync.db import make_engine
+    from okta_flex_sync.core.history import diff_history
+    from okta_flex_sync.core.normalize import (
+        normalize_assignment,
+        normalize_user,
+        parse_worker,
+    )
+    from okta_flex_sync.core.reconcile import reconcile
     from okta_flex_sync.settings import load_settings
-    from tasks import store
-    from tasks.history import diff_history
-    from tasks.normalize import normalize_assignment, normalize_user, parse_worker
-    from tasks.reconcile import reconcile
+    from okta_flex_sync.storage import runs as runs_db
+    from okta_flex_sync.storage import staging as staging_db
+    from okta_flex_sync.storage.engine import make_engine
 
     settings = load_settings()
     valid, role_source = settings.valid_role_set, settings.role_source
@@ -138,19 +143,19 @@ def _pure_once(database_url: str) -> dict:
 
     try:
         with engine.connect() as conn:
-            run = store.last_run(conn)
+            run = runs_db.last_run(conn)
             assignments: dict = {}
-            for doc in store.iter_raw_pages(conn, run["run_id"], "assignments"):
+            for doc in staging_db.iter_raw_pages(conn, run["run_id"], "assignments"):
                 for a in timed("normalize", lambda d: [normalize_assignment(i, valid_roles=valid) for i in d], doc):
                     assignments[a.okta_user_id] = a
             users: dict = {}
-            for doc in store.iter_raw_pages(conn, run["run_id"], "users"):
+            for doc in staging_db.iter_raw_pages(conn, run["run_id"], "users"):
                 for u in timed("normalize", lambda d: [normalize_user(
                         i, valid_roles=valid, image_url_attribute=settings.image_url_attribute) for i in d], doc):
                     if u.okta_user_id in assignments:
                         users[u.okta_user_id] = u
             workers = []
-            for doc in store.iter_raw_pages(conn, run["run_id"], "workers"):
+            for doc in staging_db.iter_raw_pages(conn, run["run_id"], "workers"):
                 workers += timed("normalize", lambda d: [parse_worker(w) for w in d["workers"] if w.get("attributes")
                                                          is not None], doc)
     finally:

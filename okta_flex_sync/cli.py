@@ -75,17 +75,17 @@ def _print_outcome(outcome, *, apply: bool) -> None:
 
 
 def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, **options):
-    from okta_flex_sync.db import RunLockedError
-    from okta_flex_sync.pipeline import SchemaOutOfDate
+    from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate
     from okta_flex_sync.observability import Progress, redact
+    from okta_flex_sync.storage.lock import RunLockedError
 
     try:
         if prefect:
-            from flows.nightly import nightly_sync
+            from okta_flex_sync.flows.nightly import nightly_sync
 
             outcome = nightly_sync(**{k: v for k, v in options.items()}, return_outcome=True)
         else:
-            from okta_flex_sync.pipeline import run_nightly
+            from okta_flex_sync.jobs.nightly import run_nightly
 
             with Progress() as progress:
                 outcome = run_nightly(settings, progress=progress, **options)
@@ -169,7 +169,7 @@ def demo(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")):
     """Bring the database at DATABASE_URL to the latest schema."""
-    from okta_flex_sync.db import current_revision, make_engine, upgrade
+    from okta_flex_sync.storage.engine import current_revision, make_engine, upgrade
 
     settings = _settings()
     engine = make_engine(settings.database_url)
@@ -202,15 +202,15 @@ def report(
     stdout: bool = typer.Option(False, "--stdout", help="Print the report instead of writing a file."),
 ):
     """Regenerate the drift report of a stored run."""
-    from tasks import store
-    from tasks.sync import report as build
+    from okta_flex_sync.jobs.report import report as build
+    from okta_flex_sync.storage import runs as runs_db
 
     settings = _settings()
     engine = _open(settings)
     try:
         if run_id is None:
             with engine.connect() as conn:
-                last = store.last_run(conn, flows=("nightly-sync", "reconcile"))
+                last = runs_db.last_run(conn, flows=("nightly-sync", "reconcile"))
             if last is None:
                 _die("no successful run in the database yet", EXIT_FAILED)
             run_id = last["run_id"]
@@ -228,7 +228,7 @@ def report(
 
 
 def _open(settings):
-    from okta_flex_sync.pipeline import SchemaOutOfDate, open_database
+    from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate, open_database
 
     try:
         return open_database(settings)
@@ -255,7 +255,7 @@ def history(
     from rich.console import Console
     from rich.table import Table
 
-    from tasks import store
+    from okta_flex_sync.storage import history as history_db
 
     settings = _settings()
     engine = _open(settings)
@@ -266,7 +266,7 @@ def history(
         when = when + timedelta(days=1) - timedelta(microseconds=1)  # the whole day
     try:
         with engine.connect() as conn:
-            rows = store.user_timeline(conn, login, when)
+            rows = history_db.user_timeline(conn, login, when)
     finally:
         engine.dispose()
     if not rows:
@@ -295,9 +295,10 @@ def backfill(
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would change; write nothing."),
 ):
     """Rebuild role history for a past range from stored raw pages and the Okta System Log."""
-    from okta_flex_sync.db import RunLockedError
+    from okta_flex_sync.core.backfill_plan import BackfillRefused
+    from okta_flex_sync.jobs.backfill import run_backfill
     from okta_flex_sync.observability import Progress, redact
-    from tasks.backfill import BackfillRefused, run_backfill
+    from okta_flex_sync.storage.lock import RunLockedError
 
     settings = _settings()
     first, last = _parse_day(start, "--start").date(), _parse_day(end, "--end").date()
@@ -319,8 +320,8 @@ def reconcile_cmd(
     run_id: Optional[str] = typer.Option(None, "--run", help="Staged run to reconcile (default: the latest)."),
 ):
     """Reconcile and report again from staged data, without calling Okta or TaskRouter."""
+    from okta_flex_sync.jobs.reconcile import reconcile_latest
     from okta_flex_sync.observability import redact
-    from okta_flex_sync.pipeline import reconcile_latest
 
     settings = _settings()
     try:

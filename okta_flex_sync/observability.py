@@ -100,7 +100,8 @@ class Progress:
 
     def __enter__(self):
         if self.tty:
-            from rich.progress import Progress as RichProgress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+            from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
             self._bars = RichProgress(SpinnerColumn(), TextColumn("{task.description}"),
                                       TextColumn("{task.fields[items]:>9,} records  {task.fields[pages]:>6,} pages"),

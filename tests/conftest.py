@@ -12,7 +12,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
-from okta_flex_sync.db import make_engine, upgrade
+from okta_flex_sync.storage.engine import make_engine, upgrade
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 DATABASES = [d.strip() for d in os.environ.get("TEST_DATABASES", "sqlite,postgres").split(",") if d.strip()]
@@ -25,7 +25,7 @@ FAKE_SECRETS = {
 
 
 def _truncate_all(engine) -> None:
-    from models.tables import metadata
+    from okta_flex_sync.models.tables import metadata
 
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":

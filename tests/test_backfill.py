@@ -21,33 +21,34 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from models.tables import (
+from okta_flex_sync.core.backfill_plan import (
+    BackfillRangeError,
+    BackfillRefused,
+    Coverage,
+    Snapshot,
+    change_times,
+    explained_fields,
+    log_window,
+    plan_intervals,
+)
+from okta_flex_sync.core.history import HistoryState, stage_change
+from okta_flex_sync.core.normalize import normalize_assignment, normalize_user
+from okta_flex_sync.core.system_log import LOG_FILTER, LogEvent, parse_log_event
+from okta_flex_sync.jobs.backfill import run_backfill
+from okta_flex_sync.jobs.nightly import ExtractResult, SyncContext, publish
+from okta_flex_sync.models.tables import (
     VALID_TO_CURRENT,
     metadata,
     okta_log_events,
     role_history,
     sync_runs,
 )
-from okta_flex_sync.db import RunLockedError, make_engine, upgrade, writer_lock
 from okta_flex_sync.settings import Settings
-from tasks import store
-from tasks.backfill import (
-    LOG_FILTER,
-    BackfillRangeError,
-    BackfillRefused,
-    Coverage,
-    LogEvent,
-    Snapshot,
-    change_times,
-    explained_fields,
-    log_window,
-    parse_log_event,
-    plan_intervals,
-    run_backfill,
-)
-from tasks.history import HistoryState, stage_change
-from tasks.normalize import normalize_assignment, normalize_user
-from tasks.sync import ExtractResult, SyncContext, publish
+from okta_flex_sync.storage import runs as runs_db
+from okta_flex_sync.storage import staging as staging_db
+from okta_flex_sync.storage.common import utcnow
+from okta_flex_sync.storage.engine import make_engine, upgrade
+from okta_flex_sync.storage.lock import RunLockedError, writer_lock
 
 APP = "0oaflex1"
 ORG = "https://example.okta.com"
@@ -147,18 +148,18 @@ def make_settings(url: str, **over) -> Settings:
 
 
 def nightly(engine, cfg: Settings, started: datetime, users_raw, assignments_raw, *, full: bool) -> str:
-    """Land one nightly run the way `tasks.sync.extract` does and publish it with the real code."""
-    run_id, _ = store.open_run(engine, flow="nightly-sync", org_url=ORG, parameters={"full": full},
+    """Land one nightly run the way `okta_flex_sync.jobs.nightly.extract` does and publish it with the real code."""
+    run_id, _ = runs_db.open_run(engine, flow="nightly-sync", org_url=ORG, parameters={"full": full},
                                started_at=started)
     valid = cfg.valid_role_set
     users = [normalize_user(u, valid_roles=valid, image_url_attribute="imageUrl") for u in users_raw]
     assignments = [normalize_assignment(a, valid_roles=valid) for a in assignments_raw]
     with engine.begin() as conn:
         for seq, (source, body) in enumerate((("users", users_raw), ("assignments", assignments_raw)), 1):
-            store.land_raw_page(conn, run_id, source, 1, url=f"/api/v1/{source}", fetched_at=started,
+            staging_db.land_raw_page(conn, run_id, source, 1, url=f"/api/v1/{source}", fetched_at=started,
                                 body=json.dumps(body).encode(), item_count=len(body))
-        store.land_users(conn, run_id, users)
-        store.land_assignments(conn, run_id, assignments)
+        staging_db.land_users(conn, run_id, users)
+        staging_db.land_assignments(conn, run_id, assignments)
     ctx = SyncContext(cfg, engine, run_id, started, ORG, full, None if full else started - timedelta(days=2))
     publish(ctx, ExtractResult(users_pulled=len(users)), allow_shrink=True)
     return run_id
@@ -569,7 +570,7 @@ def _two_nights_in_the_simulator(fresh_simulator, sim_env, database_url):
     the user's lastUpdated (what the nightly run dates changes by), then an incremental run."""
     import time
 
-    from okta_flex_sync.pipeline import run_nightly
+    from okta_flex_sync.jobs.nightly import run_nightly
     from okta_flex_sync.settings import load_settings
 
     sim = fresh_simulator(users=120, seed=5)
@@ -599,7 +600,7 @@ def test_backfill_against_the_simulator(fresh_simulator, sim_env, database_url):
     cfg, promoted, removed = _two_nights_in_the_simulator(fresh_simulator, sim_env, database_url)
     engine = make_engine(database_url)
     before = {uid: timeline(engine, uid) for uid in (promoted, removed)}
-    today = store.utcnow().date()
+    today = utcnow().date()
     result = run_backfill(cfg, today - timedelta(days=1), today)
     assert result.events > 0 and result.changed
     role_edit = [t for t in _event_time_all(engine, promoted) if "userType" in t[1]]
@@ -630,13 +631,13 @@ def test_prefect_flow(prefect_harness, fresh_simulator, sim_env, tmp_path):
 
     from prefect.client.orchestration import get_client
 
-    from flows.backfill import backfill as backfill_flow
+    from okta_flex_sync.flows.backfill import backfill as backfill_flow
 
     assert list(inspect.signature(backfill_flow.fn).parameters) == ["start", "end", "dry_run"]
     assert backfill_flow.name == "backfill" and backfill_flow.description
     url = f"sqlite:///{tmp_path / 'flow.db'}"
     _cfg, promoted, _ = _two_nights_in_the_simulator(fresh_simulator, sim_env, url)
-    today = store.utcnow().date()
+    today = utcnow().date()
     start = today - timedelta(days=1)
     out = backfill_flow(start=start.isoformat(), end=today.isoformat())
     assert out["days"] == 2 and out["rows_opened"] >= 2 and out["dry_run"] is False

@@ -23,8 +23,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from models.tables import role_history, sync_runs
-from okta_flex_sync.db import make_engine
+from okta_flex_sync.models.tables import role_history, sync_runs
+from okta_flex_sync.storage.engine import make_engine
 
 pytestmark = pytest.mark.slow
 
@@ -147,7 +147,7 @@ def processes():
 
 
 def test_deploy_from_prefect_yaml_and_run_as_an_admin(prefect_server, processes, fresh_simulator, tmp_path):
-    from tasks.store import utcnow
+    from okta_flex_sync.storage.common import utcnow
 
     env = prefect_server
     sim = fresh_simulator(users=USERS, seed=21)
@@ -200,6 +200,6 @@ def test_deploy_from_prefect_yaml_and_run_as_an_admin(prefect_server, processes,
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
     assert deployments["nightly-sync"].parameters == {"apply": False, "full": False, "allow_shrink": False}
     assert not deployments["backfill"].schedules
-    assert [next(iter(step)) for step in deployments["nightly-sync"].pull_steps] == ["flows.common.project_directory"]
+    assert [next(iter(step)) for step in deployments["nightly-sync"].pull_steps] == ["okta_flex_sync.flows.common.project_directory"]
     assert {f"nightly-sync {today}", f"backfill {start}..{today}"} <= set(flow_runs), set(flow_runs)
     assert all(r.state.is_completed() for r in flow_runs.values())

@@ -1,4 +1,4 @@
-"""`tasks.fastjson.loads` gives what `json.loads` gives: the same value or the same error."""
+"""`okta_flex_sync.core.fastjson.loads` gives what `json.loads` gives: the same value or the same error."""
 import json
 import math
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks import fastjson
+from okta_flex_sync.core import fastjson
 
 CASES = [
     b'{"a": 1, "b": [true, false, null], "c": "\\u00e9"}',

@@ -21,23 +21,28 @@ import yaml
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from flows.common import (
+from okta_flex_sync.cli import app
+from okta_flex_sync.clients.http import (
+    ApiError,
+    AuthError,
+    NotFoundError,
+    RetriesExhausted,
+)
+from okta_flex_sync.flows.common import (
     WRITER_LIMIT,
     flow_settings,
     one_writer,
     project_directory,
-    retry_if_transient,
     secret_block_name,
     wanted_secrets,
 )
-from models.tables import sync_runs
-from okta_flex_sync.cli import app
-from okta_flex_sync.db import RunLockedError, make_engine, writer_lock
-from okta_flex_sync.pipeline import NightlySync
+from okta_flex_sync.jobs.nightly import NightlySync, ShrinkGuardError
+from okta_flex_sync.models.tables import sync_runs
 from okta_flex_sync.settings import Settings
-from tasks.http import ApiError, AuthError, NotFoundError, RetriesExhausted
-from tasks.store import utcnow
-from tasks.sync import ShrinkGuardError
+from okta_flex_sync.storage.common import utcnow
+from okta_flex_sync.storage.engine import make_engine
+from okta_flex_sync.storage.lock import RunLockedError, writer_lock
+from okta_flex_sync.tasks.retry import retry_if_transient
 
 ROOT = Path(__file__).resolve().parent.parent
 harness = pytest.mark.usefixtures("prefect_harness")
@@ -239,11 +244,11 @@ def test_tasks_retry_transient_errors_and_stop_on_auth_errors(errors, attempts, 
 
 
 @pytest.mark.parametrize("module, name, retries", [
-    ("flows.common", "task_extract", True),
-    ("flows.backfill", "task_day", True),
-    ("flows.common", "task_prepare", False),
-    ("flows.common", "task_publish", False),  # one transaction; a failure is not an outage
-    ("flows.common", "task_repair", False),  # never write workers twice
+    ("okta_flex_sync.tasks.nightly", "task_extract", True),
+    ("okta_flex_sync.tasks.backfill", "task_day", True),
+    ("okta_flex_sync.tasks.nightly", "task_prepare", False),
+    ("okta_flex_sync.tasks.nightly", "task_publish", False),  # one transaction; a failure is not an outage
+    ("okta_flex_sync.tasks.nightly", "task_repair", False),  # never write workers twice
 ])
 def test_only_api_reading_tasks_retry_and_only_on_transient_errors(module, name, retries):
     import importlib
@@ -258,7 +263,7 @@ def test_only_api_reading_tasks_retry_and_only_on_transient_errors(module, name,
 
 @harness
 def test_nightly_flow_full_then_incremental_then_forced_full(fresh_simulator, sim_env):
-    from flows.nightly import nightly_sync
+    from okta_flex_sync.flows.nightly import nightly_sync
 
     sim = fresh_simulator(users=80, seed=31)
     env = sim_env(sim)
@@ -278,8 +283,8 @@ def test_nightly_flow_full_then_incremental_then_forced_full(fresh_simulator, si
 
 @harness
 def test_reconcile_flow_reports_again_without_calling_the_apis(fresh_simulator, sim_env):
-    from flows.nightly import nightly_sync
-    from flows.reconcile import reconcile_flow
+    from okta_flex_sync.flows.nightly import nightly_sync
+    from okta_flex_sync.flows.reconcile import reconcile_flow
 
     sim = fresh_simulator(users=60, seed=32)
     env = sim_env(sim)
@@ -294,9 +299,9 @@ def test_reconcile_flow_reports_again_without_calling_the_apis(fresh_simulator, 
 
 
 def _second_flow(kind: str):
-    from flows.backfill import backfill
-    from flows.nightly import nightly_sync
-    from flows.reconcile import reconcile_flow
+    from okta_flex_sync.flows.backfill import backfill
+    from okta_flex_sync.flows.nightly import nightly_sync
+    from okta_flex_sync.flows.reconcile import reconcile_flow
 
     today = utcnow().date()
     return {"nightly-sync": lambda: nightly_sync(return_state=True),
@@ -308,7 +313,7 @@ def _second_flow(kind: str):
 @pytest.mark.parametrize("second", ["nightly-sync", "backfill", "reconcile"])
 def test_a_second_writer_waits_for_the_first(second, fresh_simulator, sim_env, monkeypatch):
     """LOCK_WAIT_SECONDS=0: had the Prefect limit let both in, the database lock would fail one."""
-    from flows.nightly import nightly_sync
+    from okta_flex_sync.flows.nightly import nightly_sync
 
     sim = fresh_simulator(users=60, seed=33)
     env = sim_env(sim)
@@ -414,7 +419,7 @@ def test_cli_failed_prefect_run_exits_1_without_retrying_auth_errors(fresh_simul
 def test_secret_blocks_fill_secrets_the_environment_lacks(fresh_simulator, sim_env, monkeypatch):
     from prefect.blocks.system import Secret
 
-    from flows.nightly import nightly_sync
+    from okta_flex_sync.flows.nightly import nightly_sync
 
     sim = fresh_simulator(users=30, seed=36)
     env = sim_env(sim)

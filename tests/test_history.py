@@ -12,10 +12,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from models.records import AppAssignment, OktaUser
-from models.tables import VALID_TO_CURRENT, role_history
-from tasks import store
-from tasks.history import (
+from okta_flex_sync.core.history import (
     DELETED,
     TRACKED_FIELDS,
     HistoryRow,
@@ -29,6 +26,9 @@ from tasks.history import (
     stage_change,
     state_at,
 )
+from okta_flex_sync.models.records import AppAssignment, OktaUser
+from okta_flex_sync.models.tables import VALID_TO_CURRENT, role_history
+from okta_flex_sync.storage import history as history_db
 
 T0 = datetime(2026, 3, 1, 2, 0)
 T1 = datetime(2026, 3, 2, 2, 0)
@@ -275,7 +275,7 @@ snapshot_plans = st.lists(st.fixed_dictionaries({u: _user_plan for u in USERS}),
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plans=snapshot_plans)
 def test_nightly_history_invariants(engine, plans):
-    """Random snapshot sequences through diff_history + store.apply_history on the real database:
+    """Random snapshot sequences through diff_history + history_db.apply_history on the real database:
     periods are contiguous with exactly one current row per user, and the state at every snapshot
     time equals what that snapshot says."""
     with engine.begin() as conn:
@@ -305,11 +305,11 @@ def test_nightly_history_invariants(engine, plans):
             model[uid] = desired_state(users[uid], assignments.get(uid), role_source="user_type",
                                        previous=model.get(uid))
         with engine.begin() as conn:
-            current = store.current_history(conn)
+            current = history_db.current_history(conn)
             deleted = [u for u in deleted if u in current]
             changes = diff_history(current, users, assignments, role_source="user_type", observed_at=at,
                                    deleted_ids=deleted, observed_after=times[i - 1] if i else None)
-            store.apply_history(conn, f"run{i}", changes)
+            history_db.apply_history(conn, f"run{i}", changes)
         expected.append(dict(model))
     with engine.connect() as conn:
         rows = history_by_user(conn)
@@ -337,13 +337,13 @@ def test_apply_history_edits_moves_rows_without_tripping_the_unique_key(engine):
     """Retiming rows whose new end equals another row's old end must not collide mid-update."""
     s1, s2, s3 = state(), state(roles="admin"), state(roles="supervisor")
     with engine.begin() as conn:
-        store.apply_history(conn, "r1", [_change(s1, T0, False)])
-        store.apply_history(conn, "r2", [_change(s2, B, True)])
-        store.apply_history(conn, "r3", [_change(s3, C, True)])
-        old = store.history_rows(conn, ["00u1"])["00u1"]
+        history_db.apply_history(conn, "r1", [_change(s1, T0, False)])
+        history_db.apply_history(conn, "r2", [_change(s2, B, True)])
+        history_db.apply_history(conn, "r3", [_change(s3, C, True)])
+        old = history_db.history_rows(conn, ["00u1"])["00u1"]
         # s3 now starts at B and s2 goes: row 1 ends at B (row 2's old end was C, row 1's is B)
         new = splice(old, T0, C, [(A, s2), (B, s3)], run_id="b")
-        store.apply_history_edits(conn, [row_edits(old, new)])
+        history_db.apply_history_edits(conn, [row_edits(old, new)])
     with engine.connect() as conn:
         rows = history_by_user(conn)
     check_invariants(rows)
@@ -352,7 +352,7 @@ def test_apply_history_edits_moves_rows_without_tripping_the_unique_key(engine):
 
 
 def _change(st_, at, closes):
-    from tasks.history import HistoryChange
+    from okta_flex_sync.core.history import HistoryChange
 
     return HistoryChange(st_, at, closes)
 

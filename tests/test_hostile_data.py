@@ -19,16 +19,16 @@ import pytest
 from conftest import DATABASES, _truncate_all
 from sqlalchemy import inspect, select
 
-from models.tables import (
+from okta_flex_sync.jobs.nightly import run_nightly
+from okta_flex_sync.models.tables import (
     drift_findings,
     okta_users,
     role_history,
     staged_workers,
     sync_runs,
 )
-from okta_flex_sync.db import make_engine
-from okta_flex_sync.pipeline import run_nightly
 from okta_flex_sync.settings import load_settings
+from okta_flex_sync.storage.engine import make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = 100_000
@@ -123,7 +123,7 @@ def plant(sim) -> dict:
 
 def with_junk_users(settings):
     """An Okta client whose first users page also carries JUNK_USERS."""
-    from tasks.okta_client import OktaClient
+    from okta_flex_sync.clients.okta import OktaClient
 
     okta = OktaClient.from_settings(settings)
     pages = okta.iter_user_pages
@@ -209,8 +209,8 @@ def test_hostile_org_run_completes_and_stores_only_storable_text(hostile_run):
 def test_publish_gets_in_memory_exactly_what_staging_holds(hostile_run, monkeypatch, tmp_path):
     """Publish takes the landed assignments and workers from memory instead of reading them
     back; with NUL, surrogates, junk types and 100 kB values they must equal the staged rows."""
-    import tasks.sync as sync
-    from tasks import store
+    import okta_flex_sync.jobs.nightly as sync
+    from okta_flex_sync.storage import staging as staging_db
 
     sim, _planted, _outcome, url = hostile_run
     compared = []
@@ -218,8 +218,8 @@ def test_publish_gets_in_memory_exactly_what_staging_holds(hostile_run, monkeypa
 
     def checking_publish(ctx, extracted, **kw):
         with ctx.engine.connect() as conn:
-            staged_assignments = store.staged_assignments(conn, ctx.run_id)
-            staged_workers_ = store.staged_worker_list(conn, ctx.run_id)
+            staged_assignments = staging_db.staged_assignments(conn, ctx.run_id)
+            staged_workers_ = staging_db.staged_worker_list(conn, ctx.run_id)
         assert extracted.landed_assignments == staged_assignments
         assert sorted(extracted.landed_workers.values(), key=lambda w: w.worker_sid) == staged_workers_
         compared.append((len(staged_assignments), len(staged_workers_)))
@@ -234,12 +234,13 @@ def test_publish_gets_in_memory_exactly_what_staging_holds(hostile_run, monkeypa
 
 
 def store_workers(url: str):
-    from tasks import store
+    from okta_flex_sync.storage import runs as runs_db
+    from okta_flex_sync.storage import staging as staging_db
 
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            return store.staged_worker_list(conn, store.last_run(conn)["run_id"])
+            return staging_db.staged_worker_list(conn, runs_db.last_run(conn)["run_id"])
     finally:
         engine.dispose()
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given
 from conftest import FAKE_SECRETS
+from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.http import (
+from okta_flex_sync.clients.http import (
     MAX_WAIT_SECONDS,
     ApiError,
     AuthError,
@@ -29,13 +29,13 @@ from tasks.http import (
     error_for_status,
     is_retriable_error,
     next_link,
+    onto_origin,
     parse_link_header,
     parse_retry_after,
     rate_limit_bucket,
     redact_text,
     redact_url,
     retry_condition,
-    onto_origin,
     same_origin,
 )
 
@@ -445,7 +445,7 @@ def test_cassettes_hold_no_secrets():
 def test_clients_share_one_verifying_tls_context():
     import ssl
 
-    from tasks.http import shared_ssl_context
+    from okta_flex_sync.clients.http import shared_ssl_context
 
     ctx = shared_ssl_context()
     assert ctx is shared_ssl_context()
@@ -457,8 +457,8 @@ def test_read_responses_are_freed_without_the_cyclic_collector(simulator, monkey
     body waited for a cyclic GC pass (hundreds of MB at 1M users with the run's GC thresholds)."""
     import gc
 
+    from okta_flex_sync.clients.okta import OktaClient
     from okta_flex_sync.settings import load_settings
-    from tasks.okta_client import OktaClient
 
     for k, v in simulator.env().items():
         monkeypatch.setenv(k, v)

@@ -2,8 +2,14 @@
 from alembic import command
 from sqlalchemy import inspect, text
 
-from models.tables import VIEWS, metadata
-from okta_flex_sync.db import HEAD_REVISION, alembic_config, current_revision, make_engine, upgrade
+from okta_flex_sync.models.tables import VIEWS, metadata
+from okta_flex_sync.storage.engine import (
+    HEAD_REVISION,
+    alembic_config,
+    current_revision,
+    make_engine,
+    upgrade,
+)
 
 
 def test_schema_matches_models_on_both_databases(engine):
@@ -60,7 +66,7 @@ def test_head_revision_constant_is_the_newest_migration():
     """`ensure_schema` trusts HEAD_REVISION to skip Alembic; a new migration must move it."""
     from alembic.script import ScriptDirectory
 
-    from okta_flex_sync.db import HEAD_REVISION
+    from okta_flex_sync.storage.engine import HEAD_REVISION
 
     head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
     assert HEAD_REVISION == head
@@ -69,7 +75,7 @@ def test_head_revision_constant_is_the_newest_migration():
 def test_ensure_schema_upgrades_sqlite_and_refuses_stale_postgres(tmp_path, monkeypatch, engine):
     import pytest
 
-    from okta_flex_sync.pipeline import SchemaOutOfDate, ensure_schema
+    from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate, ensure_schema
     from okta_flex_sync.settings import load_settings
 
     fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
@@ -105,9 +111,9 @@ def test_0002_indexes_current_history_rows_and_keeps_them(engine):
     the nightly's current-row read uses it."""
     from datetime import datetime
 
-    from okta_flex_sync.db import insert_tuples
-    from tasks.store import VALID_TO_CURRENT, current_history
-    from models.tables import role_history
+    from okta_flex_sync.models.tables import VALID_TO_CURRENT, role_history
+    from okta_flex_sync.storage.bulk import insert_tuples
+    from okta_flex_sync.storage.history import current_history
 
     _alembic(engine, "downgrade", "0001")
     try:

@@ -13,8 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.records import OktaUser
-from tasks.normalize import (
+from okta_flex_sync.core.normalize import (
     MAX_TEXT,
     OKTA_USER_FIELDS,
     MalformedRecord,
@@ -33,6 +32,7 @@ from tasks.normalize import (
     split_roles,
     username_key,
 )
+from okta_flex_sync.models.records import OktaUser
 
 VALID = frozenset({"agent", "admin", "supervisor"})
 TEN_MB = "x" * (10 * 1024 * 1024)
@@ -46,7 +46,7 @@ def _storable(s: str | None) -> bool:
 # --------------------------------------------------------------------------- purity
 
 
-@pytest.mark.parametrize("module", ["tasks.normalize", "tasks.reconcile", "tasks.repair_plan"])
+@pytest.mark.parametrize("module", ["okta_flex_sync.core.normalize", "okta_flex_sync.core.reconcile", "okta_flex_sync.core.repair_plan"])
 def test_module_imports_no_framework(module):
     code = (
         f"import sys, {module}; "
@@ -556,7 +556,13 @@ _LOOSE = st.one_of(st.none(), st.integers(), st.text(alphabet=st.sampled_from(li
 @given(_LOOSE, _LOOSE)
 def test_equality_helpers_agree_with_normalizing_both_sides(a, b):
     """The `a == b` shortcut in names_equal/emails_equal/urls_equal changes no answer."""
-    from tasks.normalize import emails_equal, names_equal, normalize_email, normalize_text, urls_equal
+    from okta_flex_sync.core.normalize import (
+        emails_equal,
+        names_equal,
+        normalize_email,
+        normalize_text,
+        urls_equal,
+    )
 
     assert names_equal(a, b) == ((normalize_text(a) or "") == (normalize_text(b) or ""))
     assert urls_equal(a, b) == ((normalize_text(a) or "") == (normalize_text(b) or ""))

@@ -27,9 +27,19 @@ from conftest import FAKE_SECRETS
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from okta_flex_sync.clients.http import (
+    AuthError,
+    NotFoundError,
+    PaginationError,
+    RetriesExhausted,
+)
+from okta_flex_sync.clients.okta import (
+    OktaClient,
+    PrivateKeyJWTAuth,
+    SSWSAuth,
+    okta_timestamp,
+)
 from okta_flex_sync.settings import ConfigError, Settings
-from tasks.http import AuthError, NotFoundError, PaginationError, RetriesExhausted
-from tasks.okta_client import OktaClient, PrivateKeyJWTAuth, SSWSAuth, okta_timestamp
 
 ORG = "https://acme.okta.com"
 TOKEN = FAKE_SECRETS["okta_api_token"]
@@ -384,7 +394,7 @@ def test_next_links_naming_another_host_are_followed_on_the_org_only(caplog):
 
 
 def test_short_and_empty_user_pages_are_followed_but_not_forever(monkeypatch):
-    monkeypatch.setattr("tasks.okta_client.MAX_EMPTY_PAGES", 5)
+    monkeypatch.setattr("okta_flex_sync.clients.okta.MAX_EMPTY_PAGES", 5)
 
     def serve(request):
         n = int(request.url.params.get("after", "0"))

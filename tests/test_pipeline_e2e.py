@@ -8,11 +8,18 @@ import pytest
 from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
-from models.tables import VALID_TO_CURRENT, drift_findings, okta_users, role_history, staged_workers, sync_runs
 from okta_flex_sync.cli import app
-from okta_flex_sync.db import make_engine
-from okta_flex_sync.pipeline import run_nightly
+from okta_flex_sync.jobs.nightly import run_nightly
+from okta_flex_sync.models.tables import (
+    VALID_TO_CURRENT,
+    drift_findings,
+    okta_users,
+    role_history,
+    staged_workers,
+    sync_runs,
+)
 from okta_flex_sync.settings import load_settings
+from okta_flex_sync.storage.engine import make_engine
 
 pytestmark = pytest.mark.slow
 

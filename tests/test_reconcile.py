@@ -7,9 +7,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.records import FINDING_KINDS, SEVERITIES, AppAssignment, OktaUser
-from tasks.normalize import parse_worker
-from tasks.reconcile import SEVERITY, expected_by_worker, reconcile, summarize
+from okta_flex_sync.core.normalize import parse_worker
+from okta_flex_sync.core.reconcile import (
+    SEVERITY,
+    expected_by_worker,
+    reconcile,
+    summarize,
+)
+from okta_flex_sync.models.records import (
+    FINDING_KINDS,
+    SEVERITIES,
+    AppAssignment,
+    OktaUser,
+)
 
 VALID = frozenset({"agent", "admin", "supervisor"})
 ATTRS = {"full_name": "Ann Veal", "email": "Ann@X.com", "roles": ["agent"], "contact_uri": "client:ann_40x_2Ecom",
@@ -211,7 +221,7 @@ def test_output_is_sorted_by_severity_kind_username_sid():
     (["orphan_worker", "orphan_worker", "missing_worker"], {"orphan_worker": 2, "missing_worker": 1}),
 ])
 def test_summarize(kinds, expected):
-    from models.records import Finding
+    from okta_flex_sync.models.records import Finding
 
     counts = summarize([Finding(kind=k, severity=SEVERITY[k]) for k in kinds])
     assert list(counts) == list(FINDING_KINDS)

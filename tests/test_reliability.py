@@ -20,7 +20,9 @@ import pytest
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from models.tables import (
+from okta_flex_sync.cli import EXIT_FAILED, EXIT_LOCKED, app
+from okta_flex_sync.jobs.nightly import ShrinkGuardError, run_nightly
+from okta_flex_sync.models.tables import (
     VALID_TO_CURRENT,
     drift_findings,
     okta_users,
@@ -33,11 +35,9 @@ from models.tables import (
     sync_runs,
     watermarks,
 )
-from okta_flex_sync.cli import EXIT_FAILED, EXIT_LOCKED, app
-from okta_flex_sync.db import RunLockedError, make_engine, writer_lock
-from okta_flex_sync.pipeline import run_nightly
 from okta_flex_sync.settings import load_settings
-from tasks.sync import ShrinkGuardError
+from okta_flex_sync.storage.engine import make_engine
+from okta_flex_sync.storage.lock import RunLockedError, writer_lock
 
 pytestmark = pytest.mark.slow
 
@@ -142,8 +142,8 @@ def change_org(sim) -> set[str]:
 
 def small_pages(settings, *, users: int = 10, assignments: int = 10, workers: int = 10):
     """Okta and TaskRouter clients that ask for small pages, so a run makes many requests."""
-    from tasks.okta_client import OktaClient
-    from tasks.taskrouter_client import TaskRouterClient
+    from okta_flex_sync.clients.okta import OktaClient
+    from okta_flex_sync.clients.taskrouter import TaskRouterClient
 
     okta, tr = OktaClient.from_settings(settings), TaskRouterClient.from_settings(settings)
     user_pages, app_pages, worker_pages = okta.iter_user_pages, okta.iter_app_user_pages, tr.iter_worker_pages
@@ -182,7 +182,7 @@ def test_faulty_night_produces_exactly_what_a_clean_night_does(fresh_simulator, 
 _CHILD = r"""
 import os, sys, time
 from pathlib import Path
-from tasks import store
+
 hook = os.environ.get("KILL_HOOK")
 if hook:
     name, nth = hook.split(":")
@@ -195,7 +195,7 @@ if hook:
             time.sleep(120)
         return result
     setattr(store, name, hooked)
-from okta_flex_sync.pipeline import run_nightly
+from okta_flex_sync.jobs.nightly import run_nightly
 from okta_flex_sync.settings import load_settings
 run_nightly(load_settings(), full=bool(os.environ.get("KILL_FULL")))
 """
@@ -475,7 +475,7 @@ def test_bad_credentials_fail_fast_in_one_line(case, overrides, expect, fresh_si
 def test_runs_raise_gc_thresholds_and_restore_them():
     import gc
 
-    from okta_flex_sync.pipeline import fewer_gc_passes
+    from okta_flex_sync.jobs.lifecycle import fewer_gc_passes
 
     before = gc.get_threshold()
     try:

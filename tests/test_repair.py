@@ -7,12 +7,12 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from models.tables import repair_audit
 from okta_flex_sync.cli import app
-from okta_flex_sync.db import make_engine
-from okta_flex_sync.pipeline import run_nightly
+from okta_flex_sync.jobs.nightly import run_nightly
+from okta_flex_sync.jobs.repair import RepairRefused
+from okta_flex_sync.models.tables import repair_audit
 from okta_flex_sync.settings import load_settings
-from tasks.repair import RepairRefused
+from okta_flex_sync.storage.engine import make_engine
 
 pytestmark = pytest.mark.slow
 
@@ -110,7 +110,7 @@ def test_worker_changed_since_listing_is_reread_before_write(fresh_simulator, si
     """A worker fixed by an SSO login between listing and repair is not written again."""
     sim = fresh_simulator(users=400, seed=21, null_attributes_fraction=0.0)
     sim_env(sim)
-    from tasks import repair as repair_mod
+    from okta_flex_sync.jobs import repair as repair_mod
 
     real_update = repair_mod._update
 

@@ -7,10 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.records import AppAssignment, Finding, OktaUser
-from tasks.normalize import parse_worker
-from tasks.reconcile import expected_by_worker, reconcile
-from tasks.repair_plan import (
+from okta_flex_sync.core.normalize import parse_worker
+from okta_flex_sync.core.reconcile import expected_by_worker, reconcile
+from okta_flex_sync.core.repair_plan import (
     STRIP_ROLES,
     UPDATE_ATTRIBUTES,
     AttributesNotObject,
@@ -20,6 +19,7 @@ from tasks.repair_plan import (
     patch_attributes,
     plan_repairs,
 )
+from okta_flex_sync.models.records import AppAssignment, Finding, OktaUser
 
 VALID = frozenset({"agent", "admin", "supervisor"})
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.records import FINDING_KINDS, SEVERITIES, Finding
-from tasks import artifacts, reports
-from tasks.reports import (
+from okta_flex_sync.models.records import FINDING_KINDS, SEVERITIES, Finding
+from okta_flex_sync.reports import document as reports
+from okta_flex_sync.reports.document import (
     InvalidRunId,
     UnknownReportFormat,
     build_report,
@@ -31,6 +31,7 @@ from tasks.reports import (
     run_report_dir,
     write_reports,
 )
+from okta_flex_sync.tasks import artifacts
 
 GENERATED = datetime(2026, 3, 1, 12, 30, tzinfo=timezone.utc)
 COUNTS = {"okta_users": 12, "assigned_users": 9, "workers": 8}
@@ -421,7 +422,7 @@ def test_artifact_rows_are_capped_and_printable():
 
 
 def test_publish_artifacts_is_a_noop_outside_a_run(caplog):
-    with caplog.at_level(logging.DEBUG, logger="tasks.artifacts"):
+    with caplog.at_level(logging.DEBUG, logger="okta_flex_sync.tasks.artifacts"):
         artifacts.publish_artifacts(report_for(hostile_findings("x")))
     assert "not in a Prefect run" in caplog.text
 
@@ -481,7 +482,7 @@ def test_publish_artifacts_in_a_real_flow_run(prefect_harness):
 
 
 def test_reports_module_is_pure():
-    code = ("import sys, tasks.reports; "
+    code = ("import sys, okta_flex_sync.reports.document; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'sqlalchemy', 'httpx')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -490,7 +491,7 @@ def test_reports_module_is_pure():
 def test_printable_fast_path_is_exact():
     """`printable` and `_scrub` return text that `str.isprintable()` accepts unchanged: that is
     only right while every character their patterns replace is non-printable."""
-    from tasks.reports import _SURROGATES, _UNPRINTABLE
+    from okta_flex_sync.reports.document import _SURROGATES, _UNPRINTABLE
 
     for pattern in (_UNPRINTABLE, _SURROGATES):
         assert not [hex(c) for c in range(0x10000) if pattern.fullmatch(chr(c)) and chr(c).isprintable()]
@@ -501,7 +502,14 @@ _CELL_TEXT = st.text(alphabet=st.sampled_from(list("aZ0 =+-@\t\r\n\x00\x07\u200b
 
 @given(_CELL_TEXT)
 def test_csv_cell_matches_the_plain_rule(text):
-    from tasks.reports import _FORMULA_TRIGGERS, _LEADING_BLANKS, CSV_CELL_CHARS, _UNPRINTABLE, _escape_char, truncate
+    from okta_flex_sync.reports.document import (
+        _FORMULA_TRIGGERS,
+        _LEADING_BLANKS,
+        _UNPRINTABLE,
+        CSV_CELL_CHARS,
+        _escape_char,
+        truncate,
+    )
 
     cell = truncate(_UNPRINTABLE.sub(_escape_char, text), CSV_CELL_CHARS)
     formula = text[:1] in _FORMULA_TRIGGERS or _LEADING_BLANKS.sub("", text, count=1)[:1] in _FORMULA_TRIGGERS

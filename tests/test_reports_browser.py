@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from models.records import Finding
-from tasks.reports import build_report, render_html
+from okta_flex_sync.models.records import Finding
+from okta_flex_sync.reports.document import build_report, render_html
 
 pytestmark = pytest.mark.browser
 

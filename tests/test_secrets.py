@@ -24,9 +24,9 @@ from sqlalchemy import inspect, text
 from typer.testing import CliRunner
 
 from okta_flex_sync.cli import app
-from okta_flex_sync.db import make_engine
-from okta_flex_sync.pipeline import run_nightly
+from okta_flex_sync.jobs.nightly import run_nightly
 from okta_flex_sync.settings import load_settings
+from okta_flex_sync.storage.engine import make_engine
 
 CASSETTES = Path(__file__).parent / "cassettes"
 DB_PASSWORD = "pgPassw0rd-do-not-leak-5e1f"
@@ -213,7 +213,7 @@ def test_no_secret_in_prefect_artifacts_logs_or_states(prefect_harness, fresh_si
         LogFilterFlowRunId,
     )
 
-    from flows.nightly import nightly_sync
+    from okta_flex_sync.flows.nightly import nightly_sync
 
     sim = fresh_simulator(users=150, seed=19)
     sim_env(sim)

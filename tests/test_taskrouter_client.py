@@ -18,15 +18,15 @@ from cassette_support import (
 )
 from conftest import FAKE_SECRETS
 
-from okta_flex_sync.settings import ConfigError, Settings
-from tasks.http import (
+from okta_flex_sync.clients.http import (
     AuthError,
     ConflictError,
     NotFoundError,
     PaginationError,
     RetriesExhausted,
 )
-from tasks.taskrouter_client import TaskRouterClient
+from okta_flex_sync.clients.taskrouter import TaskRouterClient
+from okta_flex_sync.settings import ConfigError, Settings
 
 BASE = "https://taskrouter.twilio.com"
 ACCOUNT = "AC" + "a" * 32

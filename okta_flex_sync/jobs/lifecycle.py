@@ -1,0 +1,107 @@
+"""The nightly sync without an orchestrator, and the object both runners share.
+
+`NightlySync` holds one run's context; its methods are the stages.  `run_nightly` calls them in
+order; `flows/nightly.py` calls the same methods from Prefect tasks.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from okta_flex_sync.settings import ConfigError, Settings
+from okta_flex_sync.storage.engine import (
+    HEAD_REVISION,
+    current_revision,
+    make_engine,
+    upgrade,
+)
+from okta_flex_sync.storage.lock import writer_lock
+
+log = logging.getLogger(__name__)
+
+
+class SchemaOutOfDate(ConfigError):
+    pass
+
+
+def open_database(settings: Settings) -> Engine:
+    """An engine on an up-to-date schema: SQLite upgrades itself, Postgres must be upgraded explicitly."""
+    engine = make_engine(settings.database_url)
+    try:
+        ensure_schema(engine, settings)
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine
+
+
+def ensure_schema(engine: Engine, settings: Settings) -> None:
+    """Upgrade SQLite in place; require Postgres to be at head.  A writer calls this while it
+    holds the writer lock, so two runs started together never migrate at once (Alembic keeps
+    process-global state, and a losing run must exit cleanly, not half-way through a migration).
+
+    A database already at `HEAD_REVISION` is answered by one query, without loading Alembic
+    (about 0.1 s of imports and script scanning on every run)."""
+    rev = current_revision(engine)
+    if rev == HEAD_REVISION:
+        return
+    if settings.is_sqlite:
+        upgrade(engine)
+        return
+    raise SchemaOutOfDate(f"database schema is at {rev or 'nothing'}, expected {HEAD_REVISION}: "
+                          f"run `okta-flex-sync db upgrade` first")
+
+
+# A run allocates millions of short-lived containers (every decoded JSON object) that reference
+# counting frees, while it holds ~100k long-lived records: with the default first-generation
+# threshold (700) the collector ran ~650 times in an incremental run and its full passes over
+# those records took 0.3-0.4 s of a 2.2 s run.  Cycles are still collected, just less often.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def fewer_gc_passes(thresholds: tuple[int, int, int] = GC_THRESHOLDS):
+    """Raise the garbage collector's thresholds (never lower them) for the duration."""
+    before = gc.get_threshold()
+    gc.set_threshold(*(max(b, t) for b, t in zip(before, thresholds)))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
+@contextlib.contextmanager
+def writing(settings: Settings):
+    """An engine for a writer: the writer lock first (one writer per database), then the schema."""
+    engine = make_engine(settings.database_url)
+    try:
+        with fewer_gc_passes(), writer_lock(engine, settings.okta_org_url or "this database",
+                                            wait_seconds=settings.lock_wait_seconds):
+            ensure_schema(engine, settings)
+            yield engine
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    counts: dict
+    summary: dict
+    report_paths: dict[str, Path] = field(default_factory=dict)
+    severities: dict = field(default_factory=dict)
+    repaired: int = 0
+
+    @classmethod
+    def from_report(cls, doc: dict, paths: dict, repaired: int = 0) -> "RunOutcome":
+        severities: dict[str, int] = {}
+        for f in doc["findings"]:
+            severities[f["severity"]] = severities.get(f["severity"], 0) + 1
+        return cls(doc["run_id"], doc["counts"], doc["summary"], paths, severities, repaired)
+
+

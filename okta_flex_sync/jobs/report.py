@@ -1,0 +1,33 @@
+"""Writing a stored run's drift report: findings and trend from the database, rendered under REPORT_DIR/<run_id>/."""
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from okta_flex_sync.reports.document import build_report, run_report_dir, write_reports
+from okta_flex_sync.settings import Settings
+from okta_flex_sync.storage import findings as findings_db
+from okta_flex_sync.storage import runs as runs_db
+from okta_flex_sync.storage.common import utcnow
+
+
+def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: datetime | None = None,
+           mode: str = "dry-run",
+           formats=("json", "csv", "html", "md")) -> tuple[dict, dict[str, Path]]:
+    """Build the drift report of a stored run and write it under REPORT_DIR/<run_id>/."""
+    with engine.connect() as conn:
+        run = runs_db.get_run(conn, run_id)
+        if run is None:
+            raise LookupError(f"no run with id {run_id!r}")
+        findings = findings_db.load_findings(conn, run_id)
+        trend = [{"run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
+                  "summary": (r["counts"] or {}).get("summary", {}), "roles": (r["counts"] or {}).get("roles", {})}
+                 for r in reversed(runs_db.recent_runs(conn, limit=30)) if r["started_at"] <= run["started_at"]]
+    counts = run["counts"] or {}
+    doc = build_report(run_id, generated_at or utcnow(), counts, findings, trend=trend,
+                       skipped=counts.get("skipped_sample", []), mode=mode)
+    paths = write_reports(doc, run_report_dir(Path(settings.report_dir), run_id), formats=formats)
+    return doc, paths
+

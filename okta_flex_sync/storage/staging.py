@@ -1,0 +1,136 @@
+"""Landing: raw pages and normalized records of a run (`raw_pages`, `staged_*`), and reading them back."""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from operator import attrgetter
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from okta_flex_sync.models.records import AppAssignment, OktaUser, Worker
+from okta_flex_sync.models.tables import (
+    raw_pages,
+    staged_app_assignments,
+    staged_okta_users,
+    staged_workers,
+)
+from okta_flex_sync.storage.bulk import chunked, insert_tuples
+from okta_flex_sync.storage.common import (
+    ASSIGNMENT_FIELDS,
+    USER_FIELDS,
+    WORKER_FIELDS,
+    columns_of,
+    storable_text,
+)
+
+# Records go to the database as tuples (`attrgetter` of their fields): `asdict` deep-copies and
+# a dict per row costs more than the insert itself at 100k rows.
+_user_values = attrgetter(*USER_FIELDS)
+
+
+_assignment_values = attrgetter(*ASSIGNMENT_FIELDS)
+
+
+_worker_values = attrgetter(*WORKER_FIELDS)
+
+
+def land_users(conn: Connection, run_id: str, users: Iterable[OktaUser]) -> int:
+    return insert_tuples(conn, staged_okta_users, ["run_id", *USER_FIELDS],
+                         ((run_id, *_user_values(u)) for u in users))
+
+
+def land_assignments(conn: Connection, run_id: str, rows: Iterable[AppAssignment]) -> int:
+    return insert_tuples(conn, staged_app_assignments, ["run_id", *ASSIGNMENT_FIELDS],
+                         ((run_id, *_assignment_values(a)) for a in rows))
+
+
+def as_landed(record):
+    """`record` as its staging row reads back: a worker's raw attributes made storable."""
+    if isinstance(record, Worker):
+        raw = record.attributes_raw
+        safe = storable_text(raw)
+        if safe is not raw:
+            return dataclasses.replace(record, attributes_raw=safe)
+    return record
+
+
+def _worker_row(run_id: str, w: Worker) -> tuple:
+    return (run_id, *_worker_values(as_landed(w)))
+
+
+def land_workers(conn: Connection, run_id: str, rows: Iterable[Worker]) -> int:
+    return insert_tuples(conn, staged_workers, ["run_id", *WORKER_FIELDS], (_worker_row(run_id, w) for w in rows))
+
+
+def unland(conn: Connection, run_id: str, source: str, keys: Sequence[str]) -> None:
+    """Remove landed records of this run (a later page listed them again)."""
+    table, col = {"users": (staged_okta_users, "okta_user_id"), "assignments": (staged_app_assignments, "okta_user_id"),
+                  "workers": (staged_workers, "worker_sid")}[source]
+    for part in chunked(list(keys), 500):
+        conn.execute(delete(table).where(table.c.run_id == run_id, table.c[col].in_(part)))
+
+
+def compress_page(body: bytes) -> bytes:
+    """A raw page as stored (gzip, fastest level: pages are kept for audit and backfill)."""
+    return gzip.compress(body, compresslevel=1)
+
+
+def land_raw_page(conn: Connection, run_id: str, source: str, seq: int, *, url: str, fetched_at: datetime,
+                  item_count: int, body: bytes | None = None, body_gz: bytes | None = None) -> None:
+    """Keep one listing page; give its bytes as `body` or already compressed as `body_gz`."""
+    if body_gz is None:
+        if body is None:
+            raise TypeError("land_raw_page needs body or body_gz")
+        body_gz = compress_page(body)
+    conn.execute(insert(raw_pages).values(run_id=run_id, source=source, seq=seq, url=url, fetched_at=fetched_at,
+                                          item_count=item_count, body_gz=body_gz))
+
+
+def iter_raw_pages(conn: Connection, run_id: str, source: str) -> Iterable[dict]:
+    """Yield the decoded JSON documents of a run's raw pages in order."""
+    q = (select(raw_pages.c.seq, raw_pages.c.body_gz).where(raw_pages.c.run_id == run_id, raw_pages.c.source == source)
+         .order_by(raw_pages.c.seq))
+    for _seq, body in conn.execute(q):
+        yield json.loads(gzip.decompress(body))
+
+
+def staged_assignments(conn: Connection, run_id: str) -> dict[str, AppAssignment]:
+    q = select(*columns_of(staged_app_assignments, ASSIGNMENT_FIELDS)).where(staged_app_assignments.c.run_id == run_id)
+    return {row[0]: AppAssignment(*row) for row in conn.execute(q)}
+
+
+def staged_worker_list(conn: Connection, run_id: str) -> list[Worker]:
+    q = (select(*columns_of(staged_workers, WORKER_FIELDS)).where(staged_workers.c.run_id == run_id)
+         .order_by(staged_workers.c.worker_sid))
+    return [Worker(*row) for row in conn.execute(q)]
+
+
+def unchanged_worker_attributes(conn: Connection, run_id: str, sids: Iterable[str], *,
+                                updated_before: datetime) -> dict[str, tuple]:
+    """worker sid -> (date_updated, attributes_raw) of those of `sids` among a run's staged
+    workers whose attributes parsed and whose last update came before `updated_before` (see
+    `okta_flex_sync.jobs.nightly`)."""
+    w = staged_workers.c
+    out: dict[str, tuple] = {}
+    for part in chunked(sorted(set(sids)), 500):
+        q = select(w.worker_sid, w.date_updated, w.attributes_raw).where(
+            w.run_id == run_id, w.worker_sid.in_(part), w.parse_error.is_(None), w.attributes_raw.is_not(None),
+            w.date_updated < updated_before)
+        out.update((sid, (updated, raw)) for sid, updated, raw in conn.execute(q))
+    return out
+
+
+def problem_records(conn: Connection, run_id: str, limit: int = 200) -> tuple[int, list[dict]]:
+    """Records this run kept although some of their values could not be read: (count, sample)."""
+    count, sample = 0, []
+    for source, table, key in (("users", staged_okta_users, staged_okta_users.c.okta_user_id),
+                               ("assignments", staged_app_assignments, staged_app_assignments.c.okta_user_id)):
+        where = (table.c.run_id == run_id, table.c.problems != "")
+        count += conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one()
+        rows = conn.execute(select(key, table.c.problems).where(*where).order_by(key).limit(limit - len(sample)))
+        sample += [{"source": source, "id": rid, "reason": f"kept, but {problems}"[:300]} for rid, problems in rows]
+    return count, sample
+
