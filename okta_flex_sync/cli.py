@@ -76,7 +76,8 @@ def _print_outcome(outcome, *, apply: bool) -> None:
 
 def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, **options):
     from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate
-    from okta_flex_sync.observability import Progress, redact
+    from okta_flex_sync.observability import Progress
+    from okta_flex_sync.redaction import redact
     from okta_flex_sync.storage.lock import RunLockedError
 
     try:
@@ -297,7 +298,8 @@ def backfill(
     """Rebuild role history for a past range from stored raw pages and the Okta System Log."""
     from okta_flex_sync.core.backfill_plan import BackfillRefused
     from okta_flex_sync.jobs.backfill import run_backfill
-    from okta_flex_sync.observability import Progress, redact
+    from okta_flex_sync.observability import Progress
+    from okta_flex_sync.redaction import redact
     from okta_flex_sync.storage.lock import RunLockedError
 
     settings = _settings()
@@ -321,7 +323,7 @@ def reconcile_cmd(
 ):
     """Reconcile and report again from staged data, without calling Okta or TaskRouter."""
     from okta_flex_sync.jobs.reconcile import reconcile_latest
-    from okta_flex_sync.observability import redact
+    from okta_flex_sync.redaction import redact
 
     settings = _settings()
     try:

@@ -2,28 +2,11 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
-_AUTH_PATTERNS = [
-    re.compile(r"(SSWS\s+)[^\s'\"]+", re.I),
-    re.compile(r"(Bearer\s+)[^\s'\"]+", re.I),
-    re.compile(r"(Basic\s+)[A-Za-z0-9+/=]{8,}", re.I),
-    re.compile(r"(client_assertion=)[^&\s]+", re.I),
-    re.compile(r"(access_token\"?\s*[:=]\s*\"?)[^\"&\s]+", re.I),
-]
-
-
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove known secret values and anything shaped like an Authorization credential."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, "***")
-    for pat in _AUTH_PATTERNS:
-        text = pat.sub(r"\1***", text)
-    return text
+from okta_flex_sync.redaction import redact
 
 
 class RedactingFilter(logging.Filter):
@@ -80,11 +63,8 @@ def setup_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def install_redaction(logger: logging.Logger, secrets: Iterable[str]) -> None:
-    """Attach the redacting filter to another logger's handlers (e.g. Prefect's run logger)."""
-    f = RedactingFilter(secrets)
-    for h in logger.handlers:
-        h.addFilter(f)
+# How a job reports progress: (source, pages or days so far, records so far).
+ProgressFn = Callable[[str, int, int], None]
 
 
 class Progress:

@@ -36,8 +36,8 @@ from okta_flex_sync.core.normalize import normalize_assignment, normalize_user
 from okta_flex_sync.core.system_log import LOG_FILTER, LogEvent, parse_log_event
 from okta_flex_sync.jobs.backfill import run_backfill
 from okta_flex_sync.jobs.nightly import ExtractResult, SyncContext, publish
+from okta_flex_sync.models.records import VALID_TO_CURRENT
 from okta_flex_sync.models.tables import (
-    VALID_TO_CURRENT,
     metadata,
     okta_log_events,
     role_history,

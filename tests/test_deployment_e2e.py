@@ -166,7 +166,7 @@ def test_deploy_from_prefect_yaml_and_run_as_an_admin(prefect_server, processes,
 
     today = utcnow().date()
     start = today - timedelta(days=2)
-    assert (ROOT / "flows" / "backfill.py").exists(), "flows/backfill.py:backfill must exist for the backfill deployment"
+    assert (ROOT / "okta_flex_sync" / "flows" / "backfill.py").exists(), "okta_flex_sync/flows/backfill.py:backfill must exist for the backfill deployment"
     # Both at once, as two admins might: the writer limit runs them one after the other.
     nightly = _admin(["deployment", "run", "nightly-sync/nightly-sync", "--watch", "--watch-timeout", "150"], env)
     backfill = _admin(["deployment", "run", "backfill/backfill", "-p", f"start={start}", "-p", f"end={today}",

@@ -160,7 +160,7 @@ def test_prefect_yaml_pull_steps_resolve_on_the_worker(worker_home, monkeypatch,
         monkeypatch.setenv("OKTA_FLEX_SYNC_HOME", worker_home)
     out = asyncio.run(run_steps(steps, {}, print_function=lambda *_: None))
     assert out["directory"] == str(ROOT) and Path.cwd() == ROOT
-    assert (Path.cwd() / "flows" / "nightly.py").is_file()
+    assert (Path.cwd() / "okta_flex_sync" / "flows" / "nightly.py").is_file()
 
 
 # --- the failure-notification automation -----------------------------------------------------

@@ -26,8 +26,8 @@ from okta_flex_sync.core.history import (
     stage_change,
     state_at,
 )
-from okta_flex_sync.models.records import AppAssignment, OktaUser
-from okta_flex_sync.models.tables import VALID_TO_CURRENT, role_history
+from okta_flex_sync.models.records import VALID_TO_CURRENT, AppAssignment, OktaUser
+from okta_flex_sync.models.tables import role_history
 from okta_flex_sync.storage import history as history_db
 
 T0 = datetime(2026, 3, 1, 2, 0)

@@ -33,11 +33,11 @@ from okta_flex_sync.clients.http import (
     parse_link_header,
     parse_retry_after,
     rate_limit_bucket,
-    redact_text,
     redact_url,
     retry_condition,
     same_origin,
 )
+from okta_flex_sync.redaction import redact
 
 NOW = 1_700_000_000.0
 URL = "https://acme.okta.com/api/v1/users"
@@ -396,8 +396,8 @@ def test_redact_url(url, expected):
     ("line one\nline two", (), "line one line two"),
     ("x" * 500, (), "x" * 199 + "…"),
 ])
-def test_redact_text(text, secrets, expected):
-    assert redact_text(text, secrets) == expected
+def test_redact_one_line(text, secrets, expected):
+    assert redact(text, secrets, limit=200) == expected
 
 
 # --- cassettes must never hold a credential ---------------------------------------------------

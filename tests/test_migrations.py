@@ -111,7 +111,8 @@ def test_0002_indexes_current_history_rows_and_keeps_them(engine):
     the nightly's current-row read uses it."""
     from datetime import datetime
 
-    from okta_flex_sync.models.tables import VALID_TO_CURRENT, role_history
+    from okta_flex_sync.models.records import VALID_TO_CURRENT
+    from okta_flex_sync.models.tables import role_history
     from okta_flex_sync.storage.bulk import insert_tuples
     from okta_flex_sync.storage.history import current_history
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from okta_flex_sync.cli import app
 from okta_flex_sync.jobs.nightly import run_nightly
+from okta_flex_sync.models.records import VALID_TO_CURRENT
 from okta_flex_sync.models.tables import (
-    VALID_TO_CURRENT,
     drift_findings,
     okta_users,
     role_history,

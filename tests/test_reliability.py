@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from okta_flex_sync.cli import EXIT_FAILED, EXIT_LOCKED, app
 from okta_flex_sync.jobs.nightly import ShrinkGuardError, run_nightly
+from okta_flex_sync.models.records import VALID_TO_CURRENT
 from okta_flex_sync.models.tables import (
-    VALID_TO_CURRENT,
     drift_findings,
     okta_users,
     raw_pages,
@@ -177,7 +177,7 @@ def test_faulty_night_produces_exactly_what_a_clean_night_does(fresh_simulator, 
 
 # --- killed runs --------------------------------------------------------------------------
 
-# Run in a subprocess: optionally wrap one `tasks.store` function so that, after its n-th call
+# Run in a subprocess: optionally wrap one storage function (module:name) so that, after its n-th call
 # returns (still inside the run's transaction), the process announces it and waits to be killed.
 _CHILD = r"""
 import os, sys, time
@@ -185,7 +185,9 @@ from pathlib import Path
 
 hook = os.environ.get("KILL_HOOK")
 if hook:
-    name, nth = hook.split(":")
+    import importlib
+    module, name, nth = hook.split(":")
+    store = importlib.import_module(f"okta_flex_sync.storage.{module}")
     original, calls = getattr(store, name), []
     def hooked(*args, **kwargs):
         result = original(*args, **kwargs)
@@ -203,9 +205,9 @@ run_nightly(load_settings(), full=bool(os.environ.get("KILL_FULL")))
 # (what is happening when the kill lands, store function to stop in, its n-th call, full pull)
 KILL_POINTS = [
     ("pull", None, 0, True),  # natural timing: killed once the first pages have landed
-    ("load", "refresh_mirror", 1, False),  # in the publish transaction: mirror replaced
-    ("history", "apply_history", 1, False),  # ... history rows closed and opened
-    ("before-commit", "prune", 1, False),  # ... findings, watermark and run status written
+    ("load", "mirror:refresh_mirror", 1, False),  # in the publish transaction: mirror replaced
+    ("history", "history:apply_history", 1, False),  # ... history rows closed and opened
+    ("before-commit", "runs:prune", 1, False),  # ... findings, watermark and run status written
 ]
 
 

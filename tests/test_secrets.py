@@ -155,7 +155,7 @@ def test_no_secret_in_logs_exceptions_reports_or_database(auth, database, reques
     if auth.startswith("oauth"):
         use_oauth_and_api_key(sim, monkeypatch)
     monkeypatch.setenv("LOG_LEVEL", "DEBUG")
-    for name in (None, "httpx", "httpcore", "hpack", "okta_flex_sync", "tasks", "flows", "sqlalchemy"):
+    for name in (None, "httpx", "httpcore", "hpack", "okta_flex_sync", "sqlalchemy"):
         caplog.set_level(logging.DEBUG, logger=name)
     secrets = sim_secrets(sim)
     sources: dict[str, str] = {}

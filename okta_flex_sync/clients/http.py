@@ -25,6 +25,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 
 from okta_flex_sync.core import fastjson
+from okta_flex_sync.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ _SECRET_QUERY_KEYS = frozenset({
     "access_token", "token", "api_key", "apikey", "key", "secret", "client_secret", "password",
     "client_assertion", "assertion", "signature", "sig", "auth", "authorization", "code",
 })
-_CREDENTIAL_PATTERN = re.compile(r"\b(SSWS|Bearer|Basic|DPoP)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
 _NEVER_RETRY_5XX = frozenset({501, 505})
 
 
@@ -437,15 +437,6 @@ def redact_url(url: str | httpx.URL) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
-def redact_text(text: str, secrets: Iterable[str] = (), *, limit: int = MESSAGE_SNIPPET_CHARS) -> str:
-    """One line, at most `limit` characters, with credentials and known secrets removed."""
-    for secret in sorted((s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    text = _CREDENTIAL_PATTERN.sub(lambda m: f"{m.group(1)} ***", text)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 _LINK_SPLIT = re.compile(r",\s*(?=<)")
 _LINK_ENTRY = re.compile(r"\s*<([^>]*)>(.*)$", re.DOTALL)
 
@@ -669,8 +660,8 @@ class RetryingSession:
         secrets = tuple(self.secrets())
         if response is None:
             if isinstance(exc, ApiError):
-                return redact_text(str(exc), secrets), exc.request_id, exc.code, exc.status
-            detail = redact_text(str(exc) or type(exc).__name__, secrets)
+                return redact(str(exc), secrets, limit=MESSAGE_SNIPPET_CHARS), exc.request_id, exc.code, exc.status
+            detail = redact(str(exc) or type(exc).__name__, secrets, limit=MESSAGE_SNIPPET_CHARS)
             return f"{self.service} {method} {endpoint} failed: {type(exc).__name__}: {detail}", None, None, None
         request_id = response.headers.get(self.request_id_header)
         code, summary = error_details(response)
@@ -680,7 +671,7 @@ class RetryingSession:
         if code:
             text += f" {code}"
         if summary:
-            text += f" {redact_text(summary, secrets)}"
+            text += f" {redact(summary, secrets, limit=MESSAGE_SNIPPET_CHARS)}"
         text += f" (request id {request_id or 'unknown'})"
         return text, request_id, code, response.status_code
 

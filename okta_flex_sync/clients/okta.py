@@ -18,6 +18,7 @@ from urllib.parse import quote
 import httpx
 
 from okta_flex_sync.clients.http import (
+    MESSAGE_SNIPPET_CHARS,
     ApiError,
     AuthError,
     MalformedResponseError,
@@ -29,7 +30,6 @@ from okta_flex_sync.clients.http import (
     next_link,
     onto_origin,
     parse_link_header,
-    redact_text,
     redact_url,
     shared_ssl_context,
     utc_from_epoch,
@@ -37,6 +37,7 @@ from okta_flex_sync.clients.http import (
 from okta_flex_sync.clients.http import (
     warn_foreign_link_once as _warn_once,
 )
+from okta_flex_sync.redaction import redact
 from okta_flex_sync.settings import ConfigError
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class PrivateKeyJWTAuth(httpx.Auth):
             code, summary = error_details(response)
             cls = AuthError if response.status_code in (400, 401, 403) else ApiError
             detail = f" {code}" if code else ""
-            detail += f" {redact_text(summary)}" if summary else ""
+            detail += f" {redact(summary, limit=MESSAGE_SNIPPET_CHARS)}" if summary else ""
             raise cls(f"Okta token request POST {endpoint} failed: HTTP {response.status_code}{detail}"
                       f" (request id {request_id or 'unknown'})", status=response.status_code,
                       endpoint=endpoint, request_id=request_id, code=code)

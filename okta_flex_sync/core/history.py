@@ -18,8 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from okta_flex_sync.core.reconcile import UNASSIGNED_STATUSES
-from okta_flex_sync.models.records import AppAssignment, OktaUser
-from okta_flex_sync.models.tables import VALID_TO_CURRENT
+from okta_flex_sync.models.records import VALID_TO_CURRENT, AppAssignment, OktaUser
 
 # An app user counts as assigned unless its status says it was removed: the same rule as
 # reconciliation (`okta_flex_sync.core.reconcile.UNASSIGNED_STATUSES`).

@@ -44,6 +44,7 @@ from okta_flex_sync.models.records import (
     ACTIVE_STATUSES,
     DEACTIVATED_STATUSES,
     FINDING_KINDS,
+    KIND_RANK,
     SEVERITIES,
     AppAssignment,
     Expected,
@@ -71,7 +72,6 @@ ELEVATED_ROLES = frozenset({"admin", "supervisor"})
 UNASSIGNED_STATUSES = frozenset({"INACTIVE", "UNASSIGNED", "DEPROVISIONED", "REVOKED"})
 
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_KIND_RANK = {k: i for i, k in enumerate(FINDING_KINDS)}
 
 
 def _finding(kind: str, **fields) -> Finding:
@@ -81,7 +81,7 @@ def _finding(kind: str, **fields) -> Finding:
 def _sort_key(f: Finding) -> tuple:
     return (
         _SEVERITY_RANK.get(f.severity, len(SEVERITIES)),
-        _KIND_RANK.get(f.kind, len(FINDING_KINDS)),
+        KIND_RANK.get(f.kind, len(FINDING_KINDS)),
         f.app_username or "",
         f.worker_sid or "",
         f.field or "",
@@ -227,11 +227,13 @@ def reconcile(
     return findings
 
 
-def summarize(findings: Iterable[Finding]) -> dict[str, int]:
-    """kind -> count for every kind, in FINDING_KINDS order (0 when none)."""
+def summarize(findings: Iterable[Finding | Mapping]) -> dict[str, int]:
+    """kind -> count: every known kind in FINDING_KINDS order (0 when none), unknown kinds after.
+    Takes `Finding`s or their dict form (a stored report's findings)."""
     counts = dict.fromkeys(FINDING_KINDS, 0)
     for f in findings:
-        counts[f.kind] = counts.get(f.kind, 0) + 1
+        kind = f.kind if isinstance(f, Finding) else f["kind"]
+        counts[kind] = counts.get(kind, 0) + 1
     return counts
 
 

@@ -29,7 +29,12 @@ from dataclasses import dataclass, field
 from json.decoder import scanstring
 
 from okta_flex_sync.core.normalize import parse_attributes, split_roles
-from okta_flex_sync.models.records import FINDING_KINDS, Expected, Finding, Worker
+from okta_flex_sync.models.records import (
+    KIND_RANK,
+    Expected,
+    Finding,
+    Worker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +48,6 @@ REPAIRABLE = {
     "email_mismatch": "email",
     "image_url_mismatch": "image_url",
 }
-_KIND_RANK = {k: i for i, k in enumerate(FINDING_KINDS)}
 _WHITESPACE = " \t\n\r"
 _DECODER = json.JSONDecoder()
 
@@ -236,7 +240,7 @@ def _strip_action(worker: Worker, attributes: dict, valid_roles: frozenset[str])
 
 
 def _reasons(kinds: Iterable[str]) -> tuple[str, ...]:
-    return tuple(sorted(kinds, key=lambda k: _KIND_RANK.get(k, len(_KIND_RANK))))
+    return tuple(sorted(kinds, key=lambda k: KIND_RANK.get(k, len(KIND_RANK))))
 
 
 def plan_repairs(

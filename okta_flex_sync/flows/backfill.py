@@ -10,16 +10,16 @@ from __future__ import annotations
 from datetime import date
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from okta_flex_sync.flows.common import flow_settings, one_writer
 from okta_flex_sync.jobs.backfill import Backfill
+from okta_flex_sync.jobs.lifecycle import running
 from okta_flex_sync.tasks.backfill import task_day, task_finish, task_plan
 
 
 def backfill_run_name() -> str:
     """"backfill 2026-10-01..2026-10-31" (plus " dry-run")."""
-    from prefect.runtime import flow_run
-
     p = flow_run.parameters or {}
     return f"backfill {p.get('start')}..{p.get('end')}{' dry-run' if p.get('dry_run') else ''}"
 
@@ -32,18 +32,11 @@ def backfill(start: date, end: date, dry_run: bool = False) -> dict:
     retention that no raw pages cover; `dry_run` reports what would change and writes nothing."""
     settings = flow_settings()
     job = Backfill(settings, start, end, dry_run=dry_run)
-    try:
-        with one_writer(settings), job.locked():
-            task_plan(job)
-            try:
-                for day in job.days:
-                    task_day(job, day)
-                result = task_finish(job)
-            except BaseException as exc:
-                job.fail(exc)
-                raise
-    finally:
-        job.close()
+    with running(job, guard=one_writer(settings)):
+        task_plan(job)
+        for day in job.days:
+            task_day(job, day)
+        result = task_finish(job)
     get_run_logger().info("backfill %s..%s%s: %d day(s), %d event(s), %d row(s) opened, %d closed, %d removed",
                           start, end, " (dry run)" if dry_run else "", result.days, result.events,
                           result.rows_opened, result.rows_closed, result.rows_removed)

@@ -14,6 +14,13 @@ import threading
 from datetime import datetime, timezone
 from pathlib import Path
 
+from prefect.blocks.system import Secret
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.runtime import flow_run
+
 from okta_flex_sync.settings import Settings, load_settings
 from okta_flex_sync.storage.lock import RunLockedError
 
@@ -45,8 +52,6 @@ def secret_block_name(field_name: str) -> str:
 
 
 def _read_secret_block(name: str) -> str | None:
-    from prefect.blocks.system import Secret
-
     try:
         return Secret.load(name).get()
     except ValueError:  # no such block: the setting stays unset and require_sources names it
@@ -84,8 +89,6 @@ def project_directory(directory: str | None = None) -> dict:
 
 def nightly_run_name() -> str:
     """"nightly-sync 2026-11-28" plus " full" / " apply", so the UI's run list says what each run did."""
-    from prefect.runtime import flow_run
-
     p = flow_run.parameters or {}
     flags = [name for name in ("full", "apply") if p.get(name)]
     return " ".join([f"nightly-sync {datetime.now(timezone.utc):%Y-%m-%d}", *flags])
@@ -96,8 +99,6 @@ def one_writer(settings: Settings, timeout_seconds: float = 6 * 3600):
     """Prefect-level guard: one writer at a time across nightly, backfill and reconcile runs (the
     database lock in `okta_flex_sync.storage.lock.writer_lock` is the last line).  A second run waits for the
     slot; after `timeout_seconds` it stops with `RunLockedError` (the CLI's exit code 4)."""
-    from prefect.concurrency.sync import concurrency
-
     limit = _ensure_limit(WRITER_LIMIT)
     if limit is not None and limit.active_slots >= limit.limit:
         log.warning("another okta-flex-sync run holds the Prefect concurrency limit %r; waiting up to %s for it",
@@ -121,10 +122,6 @@ def _duration(seconds: float) -> str:
 def _ensure_limit(name: str):
     """Create the one-slot global concurrency limit on first use; return it, or None when the
     Prefect API cannot say (the run then relies on the database lock alone)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
     try:
         with _limit_lock, get_client(sync_client=True) as client:
             try:

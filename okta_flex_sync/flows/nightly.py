@@ -4,6 +4,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from okta_flex_sync.flows.common import flow_settings, nightly_run_name, one_writer
+from okta_flex_sync.jobs.lifecycle import running
 from okta_flex_sync.jobs.nightly import NightlySync
 from okta_flex_sync.tasks.nightly import (
     task_extract,
@@ -24,20 +25,13 @@ def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | Non
     settings = flow_settings()
     job = NightlySync(settings, full=full, apply=apply, max_changes=max_changes, allow_shrink=allow_shrink,
                       strip_deactivated=strip_deactivated, delete_orphans=delete_orphans)
-    try:
-        with one_writer(settings), job.locked():
-            task_prepare(job)
-            try:
-                task_extract(job)
-                task_publish(job)
-                task_repair(job)
-                outcome = task_report(job)
-                job.raise_deferred()
-            except BaseException as exc:
-                job.fail(exc)
-                raise
-    finally:
-        job.close()
+    with running(job, guard=one_writer(settings)):
+        task_prepare(job)
+        task_extract(job)
+        task_publish(job)
+        task_repair(job)
+        outcome = task_report(job)
+        job.raise_deferred()
     get_run_logger().info("run %s: %s", outcome.run_id,
                           ", ".join(f"{k}={v}" for k, v in outcome.summary.items() if v) or "no drift")
     return outcome if return_outcome else {"run_id": outcome.run_id, "summary": outcome.summary,

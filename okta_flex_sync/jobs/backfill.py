@@ -46,6 +46,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime, timedelta
 
+from okta_flex_sync.clients.okta import OktaClient
 from okta_flex_sync.core.backfill_plan import (
     SNAPSHOT_FLOWS,
     BackfillError,
@@ -97,7 +98,10 @@ from okta_flex_sync.core.system_log import (
     event_row,
     parse_log_event,
 )
+from okta_flex_sync.jobs.lifecycle import running, writing
 from okta_flex_sync.models.records import AppAssignment, OktaUser
+from okta_flex_sync.observability import ProgressFn
+from okta_flex_sync.redaction import redact
 from okta_flex_sync.settings import ConfigError, Settings
 from okta_flex_sync.storage import history as history_db
 from okta_flex_sync.storage import log_events as log_db
@@ -108,8 +112,6 @@ from okta_flex_sync.storage.common import utcnow
 log = logging.getLogger(__name__)
 
 
-# The pipeline's progress convention (`okta_flex_sync.jobs.reconcile.Progress`): ("backfill", days done, history rows changed so far).
-Progress = Callable[[str, int, int], None]
 
 
 # --- System Log events (pure) --------------------------------------------------------------------
@@ -196,7 +198,7 @@ class Backfill:
     """
 
     def __init__(self, settings: Settings, start: date, end: date, *, dry_run: bool = False,
-                 progress: Progress | None = None, okta=None, now: datetime | None = None):
+                 progress: ProgressFn | None = None, okta=None, now: datetime | None = None):
         self.settings = settings
         self.now = now or utcnow()
         self.start, self.end = as_day(start, "start"), as_day(end, "end")
@@ -226,8 +228,6 @@ class Backfill:
     @contextlib.contextmanager
     def locked(self):
         """Open the database and hold the writer lock (the nightly run's) for the whole backfill."""
-        from okta_flex_sync.jobs.lifecycle import writing
-
         with writing(self.settings) as self.engine:
             yield self
 
@@ -289,8 +289,6 @@ class Backfill:
         """Record why the run stopped; the days already done stay done (rerun to resume)."""
         if self.run_id is None or self.engine is None:
             return
-        from okta_flex_sync.observability import redact
-
         try:
             runs_db.finish_run(self.engine, self.run_id, status="failed",
                              counts=BackfillResult.of(self.start, self.end, False, self.run_id, self.summaries).as_dict(),
@@ -306,8 +304,6 @@ class Backfill:
     # --- System Log --------------------------------------------------------------------------
     def _client(self):
         if self._okta is None:
-            from okta_flex_sync.clients.okta import OktaClient
-
             self._okta, self._own_okta = OktaClient.from_settings(self.settings), True
         return self._okta
 
@@ -469,23 +465,15 @@ def fetch_log_events(okta, since: datetime, until: datetime, *, app_id: str | No
 
 
 def run_backfill(settings: Settings, start: date, end: date, *, dry_run: bool = False,
-                 progress: Progress | None = None, okta=None, now: datetime | None = None) -> BackfillResult:
+                 progress: ProgressFn | None = None, okta=None, now: datetime | None = None) -> BackfillResult:
     """Rebuild role history for `start..end` (UTC days, inclusive) in this process, without Prefect.
 
     Raises BackfillRangeError / BackfillRefused before changing anything, RunLockedError when a
     nightly run holds the writer lock.  A failure mid-range keeps the days already done; running
     the same command again resumes.
     """
-    job = Backfill(settings, start, end, dry_run=dry_run, progress=progress, okta=okta, now=now)
-    try:
-        with job.locked():
-            job.prepare()
-            try:
-                for day in job.days:
-                    job.run_day(day)
-                return job.finish()
-            except BaseException as exc:
-                job.fail(exc)
-                raise
-    finally:
-        job.close()
+    with running(Backfill(settings, start, end, dry_run=dry_run, progress=progress, okta=okta, now=now)) as job:
+        job.prepare()
+        for day in job.days:
+            job.run_day(day)
+        return job.finish()

@@ -8,8 +8,10 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -105,3 +107,26 @@ class RunOutcome:
         return cls(doc["run_id"], doc["counts"], doc["summary"], paths, severities, repaired)
 
 
+class Job(Protocol):
+    """What `running` needs of a job (`NightlySync`, `Backfill`)."""
+
+    def locked(self) -> contextlib.AbstractContextManager: ...
+    def fail(self, exc: BaseException) -> None: ...
+    def close(self) -> None: ...
+
+
+@contextlib.contextmanager
+def running(job: Job, *, guard: contextlib.AbstractContextManager | None = None) -> Iterator[Job]:
+    """The run lifecycle every runner shares (the CLI's in-process runs and the Prefect flows):
+    `guard` (the flows' Prefect-level writer slot), then the job's writer lock; an error inside
+    is recorded by `job.fail` (a no-op before the run was opened) and raised again; the job's
+    API clients are closed whatever happens."""
+    try:
+        with guard or contextlib.nullcontext(), job.locked():
+            try:
+                yield job
+            except BaseException as exc:
+                job.fail(exc)
+                raise
+    finally:
+        job.close()

@@ -15,8 +15,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, exists, select
 
+from okta_flex_sync.clients.http import ApiError, NotFoundError
+from okta_flex_sync.clients.okta import OktaClient
+from okta_flex_sync.clients.taskrouter import TaskRouterClient
 from okta_flex_sync.core.history import diff_history
 from okta_flex_sync.core.normalize import (
     MalformedRecord,
@@ -28,9 +31,17 @@ from okta_flex_sync.core.normalize import (
 )
 from okta_flex_sync.core.reconcile import reconcile, summarize
 from okta_flex_sync.core.system_log import LOG_FILTER, event_row, parse_log_event
-from okta_flex_sync.jobs.lifecycle import RunOutcome, writing
+from okta_flex_sync.jobs.lifecycle import RunOutcome, running, writing
+from okta_flex_sync.jobs.repair import RepairRefused, repair_workers
+from okta_flex_sync.jobs.report import report
 from okta_flex_sync.models.records import AppAssignment, Finding, OktaUser, Worker
-from okta_flex_sync.observability import redact
+from okta_flex_sync.models.tables import (
+    okta_users,
+    staged_app_assignments,
+    staged_okta_users,
+)
+from okta_flex_sync.observability import ProgressFn
+from okta_flex_sync.redaction import redact
 from okta_flex_sync.settings import Settings
 from okta_flex_sync.storage import findings as findings_db
 from okta_flex_sync.storage import history as history_db
@@ -42,7 +53,6 @@ from okta_flex_sync.storage.common import storable_text
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str, int, int], None]  # (source, pages so far, items so far)
 
 
 class ShrinkGuardError(RuntimeError):
@@ -59,7 +69,7 @@ class SyncContext:
     full: bool
     updated_since: datetime | None
     log_since: datetime | None = None
-    progress: Progress = lambda source, pages, items: None  # noqa: E731
+    progress: ProgressFn = lambda source, pages, items: None  # noqa: E731
 
 
 @dataclass
@@ -287,8 +297,6 @@ def _log_converter(app_id: str):
 
 def _optional(pages: Iterator, what: str) -> Iterator:
     """A listing the run can do without: an API error ends it with a warning, not a failed run."""
-    from okta_flex_sync.clients.http import ApiError
-
     try:
         yield from pages
     except ApiError as exc:
@@ -323,14 +331,6 @@ def _land_missing_assigned_users(ctx: SyncContext, okta, result: ExtractResult) 
     """An incremental pull may not list an assigned user the mirror has never seen: fetch them."""
     if ctx.full:
         return
-    from sqlalchemy import exists, select
-
-    from okta_flex_sync.models.tables import (
-        okta_users,
-        staged_app_assignments,
-        staged_okta_users,
-    )
-
     assigned = staged_app_assignments.c
     # NOT EXISTS probes both primary keys per assignment; NOT IN (a UNION) first built the set
     # of every mirrored id, half a second at 100k users.
@@ -342,8 +342,6 @@ def _land_missing_assigned_users(ctx: SyncContext, okta, result: ExtractResult) 
             assigned.run_id == ctx.run_id, ~in_mirror, ~staged_now)).scalars())
     if not missing:
         return
-    from okta_flex_sync.clients.http import NotFoundError
-
     fetched = []
     for uid in missing:
         try:
@@ -482,9 +480,6 @@ class NightlySync:
             yield self
 
     def _clients(self):
-        from okta_flex_sync.clients.okta import OktaClient
-        from okta_flex_sync.clients.taskrouter import TaskRouterClient
-
         if self._okta is None:
             self._okta = OktaClient.from_settings(self.settings)
         if self._taskrouter is None:
@@ -492,8 +487,6 @@ class NightlySync:
         return self._okta, self._taskrouter
 
     def prepare(self) -> str:
-        from okta_flex_sync.jobs.nightly import SyncContext, log_window, plan_mode
-
         abandoned = runs_db.abandon_stale_runs(self.engine)
         if abandoned:
             log.warning("discarded %d run(s) that stopped before finishing: %s", len(abandoned), ", ".join(abandoned))
@@ -510,8 +503,6 @@ class NightlySync:
         return run_id
 
     def extract(self):
-        from okta_flex_sync.jobs.nightly import extract
-
         okta, tr = self._clients()
         runs_db.discard_run(self.engine, self.ctx.run_id)  # a retried extract starts from a clean landing
         self.extracted = extract(self.ctx, okta, tr)
@@ -519,16 +510,12 @@ class NightlySync:
         return self.extracted
 
     def publish(self):
-        from okta_flex_sync.jobs.nightly import publish
-
         self.published = publish(self.ctx, self.extracted, allow_shrink=self.allow_shrink)
         return self.published
 
     def repair(self) -> int:
         if not self.apply:
             return 0
-        from okta_flex_sync.jobs.repair import RepairRefused, repair_workers
-
         _, tr = self._clients()
         try:
             self.repaired = repair_workers(self.engine, tr, self.ctx.run_id, self.published,
@@ -545,8 +532,6 @@ class NightlySync:
             raise self.deferred_error
 
     def report(self) -> RunOutcome:
-        from okta_flex_sync.jobs.report import report
-
         doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode="apply" if self.apply else "dry-run")
         return RunOutcome.from_report(doc, paths, self.repaired)
 
@@ -573,20 +558,12 @@ class NightlySync:
 
 def run_nightly(settings: Settings, **options) -> RunOutcome:
     """The whole nightly run in this process, without Prefect."""
-    job = NightlySync(settings, **options)
-    try:
-        with job.locked():
-            job.prepare()
-            try:
-                job.extract()
-                job.publish()
-                job.repair()
-                outcome = job.report()
-                job.raise_deferred()
-                return outcome
-            except BaseException as exc:
-                job.fail(exc)
-                raise
-    finally:
-        job.close()
+    with running(NightlySync(settings, **options)) as job:
+        job.prepare()
+        job.extract()
+        job.publish()
+        job.repair()
+        outcome = job.report()
+        job.raise_deferred()
+        return outcome
 

@@ -7,7 +7,7 @@ from okta_flex_sync.core.reconcile import reconcile, summarize
 from okta_flex_sync.jobs.lifecycle import RunOutcome, writing
 from okta_flex_sync.jobs.nightly import likely_orphan_names
 from okta_flex_sync.jobs.report import report
-from okta_flex_sync.observability import redact
+from okta_flex_sync.redaction import redact
 from okta_flex_sync.settings import Settings
 from okta_flex_sync.storage import findings as findings_db
 from okta_flex_sync.storage import history as history_db

@@ -21,6 +21,7 @@ from okta_flex_sync.clients.http import (
     ConflictError,
     NotFoundError,
 )
+from okta_flex_sync.core.reconcile import expected_by_worker
 from okta_flex_sync.core.repair_plan import (
     RepairAction,
     apply_plan_to_attributes,
@@ -54,8 +55,6 @@ def actor() -> str:
 
 
 def plan(published, *, settings, strip_deactivated: bool, delete_orphans: bool) -> tuple[list[RepairAction], list[Deletion]]:
-    from okta_flex_sync.core.reconcile import expected_by_worker
-
     expected = expected_by_worker(published.users, published.assignments.values(), published.workers.values(),
                                   role_source=settings.role_source)
     actions = plan_repairs(published.findings, published.workers, expected, strip_deactivated=strip_deactivated,

@@ -6,8 +6,12 @@ can be tested on their own.  Field names match the columns of the staging tables
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
+
+# The end of a role-history period that has not ended (the current row).  Far-future instead of
+# NULL so "valid at T" is one range test and (user, valid_to) can be unique.
+VALID_TO_CURRENT = datetime(9999, 12, 31)
 
 # Severity levels, highest first.
 SEVERITIES = ("high", "medium", "low", "info")
@@ -24,6 +28,8 @@ FINDING_KINDS = (
     "image_url_mismatch",
     "missing_worker",
 )
+# Report and repair order of the kinds (most urgent first); unknown kinds sort after these.
+KIND_RANK = {k: i for i, k in enumerate(FINDING_KINDS)}
 
 # Okta statuses in which the user can sign in through SSO (the "active" side).
 ACTIVE_STATUSES = frozenset({"ACTIVE", "PASSWORD_EXPIRED", "LOCKED_OUT", "RECOVERY"})
@@ -120,19 +126,3 @@ class Finding:
         }
 
 
-@dataclass(slots=True)
-class RunCounts:
-    okta_users: int = 0
-    assigned_users: int = 0
-    workers: int = 0
-    users_pulled: int = 0
-    history_rows_written: int = 0
-    findings: int = 0
-    repaired: int = 0
-    extra: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in ("okta_users", "assigned_users", "workers", "users_pulled",
-                                            "history_rows_written", "findings", "repaired")}
-        d.update(self.extra)
-        return d

@@ -7,8 +7,6 @@ enforces exactly one current row per user.
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -27,8 +25,6 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
-
-VALID_TO_CURRENT = datetime(9999, 12, 31)
 
 metadata = MetaData(
     naming_convention={

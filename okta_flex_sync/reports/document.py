@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from okta_flex_sync.core import fastjson
-from okta_flex_sync.models.records import FINDING_KINDS, SEVERITIES, Finding
+from okta_flex_sync.core.reconcile import summarize
+from okta_flex_sync.models.records import FINDING_KINDS, KIND_RANK, SEVERITIES, Finding
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ ARTIFACT_ROWS = 200
 TREND_RUNS = 30
 
 _SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
-_KIND_RANK = {k: i for i, k in enumerate(FINDING_KINDS)}
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # C0/C1 controls, DEL, line/paragraph separators, bidi overrides ("Trojan Source") and surrogates.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
@@ -86,14 +86,6 @@ def build_report(run_id: str, generated_at: datetime, counts: Mapping, findings:
     }
 
 
-def summarize(findings: Sequence[Mapping]) -> dict[str, int]:
-    """Count per kind: every known kind in FINDING_KINDS order (0 when none), unknown kinds after."""
-    summary = dict.fromkeys(FINDING_KINDS, 0)
-    for f in findings:
-        summary[f["kind"]] = summary.get(f["kind"], 0) + 1
-    return summary
-
-
 def severity_counts(findings: Sequence[Mapping]) -> dict[str, int]:
     counts = dict.fromkeys(SEVERITIES, 0)
     for f in findings:
@@ -116,7 +108,7 @@ def _finding_dict(finding: Finding | Mapping) -> dict:
 
 def _finding_sort_key(f: Mapping) -> tuple:
     return (_SEVERITY_RANK.get(f["severity"], len(SEVERITIES)),
-            _KIND_RANK.get(f["kind"], len(FINDING_KINDS)), f["kind"],
+            KIND_RANK.get(f["kind"], len(FINDING_KINDS)), f["kind"],
             *(f[k] or "" for k in ("login", "okta_user_id", "app_username", "worker_sid", "field")))
 
 

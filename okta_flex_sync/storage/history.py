@@ -17,10 +17,8 @@ from okta_flex_sync.core.history import (
     HistoryState,
     RowEdits,
 )
-from okta_flex_sync.models.tables import (
-    VALID_TO_CURRENT,
-    role_history,
-)
+from okta_flex_sync.models.records import VALID_TO_CURRENT
+from okta_flex_sync.models.tables import role_history
 from okta_flex_sync.storage.bulk import chunked, insert_batches, insert_tuples
 from okta_flex_sync.storage.common import (
     bind,

@@ -5,9 +5,8 @@ from collections.abc import Iterable
 
 from sqlalchemy import Connection, delete, exists, func, insert, select
 
-from okta_flex_sync.models.records import OktaUser
+from okta_flex_sync.models.records import VALID_TO_CURRENT, OktaUser
 from okta_flex_sync.models.tables import (
-    VALID_TO_CURRENT,
     okta_users,
     role_history,
     staged_app_assignments,

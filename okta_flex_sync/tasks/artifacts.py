@@ -1,13 +1,13 @@
 """Prefect artifacts for a drift report: the summary and high-severity findings as tables, and
 the Markdown report, so an operator sees the drift on the flow run page without opening files.
-
-Prefect is imported inside the function: `okta_flex_sync.reports.document` and the CLI's `report` command must
-work (and import fast) without a Prefect run.
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.context import FlowRunContext, TaskRunContext
 
 from okta_flex_sync.reports.document import (
     ARTIFACT_ROWS,
@@ -26,8 +26,6 @@ MARKDOWN_KEY = "drift-report"
 
 
 def in_prefect_run() -> bool:
-    from prefect.context import FlowRunContext, TaskRunContext
-
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
@@ -40,8 +38,6 @@ def publish_artifacts(report: Mapping) -> None:
     if not in_prefect_run():
         logger.debug("not in a Prefect run; drift artifacts for run %s not published", report["run_id"])
         return
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
-
     run_id, high = report["run_id"], high_findings(report)
     try:
         create_table_artifact(table=summary_rows(report), key=SUMMARY_KEY,

@@ -1,9 +1,12 @@
 """Prefect tasks of the nightly flow: each a thin call into one stage of `okta_flex_sync.jobs.nightly.NightlySync`."""
 from __future__ import annotations
 
+import json
+
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from okta_flex_sync.tasks.artifacts import publish_artifacts
 from okta_flex_sync.tasks.retry import retry_if_transient
 
 
@@ -33,9 +36,7 @@ def task_repair(job) -> int:
 @task(name="write reports", cache_policy=NO_CACHE)
 def task_report(job):
     outcome = job.report()
-    import json
 
-    from okta_flex_sync.tasks.artifacts import publish_artifacts
 
     publish_artifacts(json.loads(outcome.report_paths["json"].read_text(encoding="utf-8")))
     return outcome
