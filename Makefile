@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-sqlite install bench lint clean
+.PHONY: demo test test-fast test-sqlite lint-imports install bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,9 +22,17 @@ demo: install
 	$(BIN)/okta-flex-sync demo
 
 ## Install everything (Python deps, Chromium, Postgres running) and run the whole suite on SQLite and Postgres.
-test: install
+test: install lint-imports
 	bash scripts/ensure-test-services.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The unit tier only: pure code, no database server, no simulator, no Prefect (well under a minute).
+test-fast: install
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
+
+## The layering contract in pyproject.toml: imports point one way, no cycles, a pure core.
+lint-imports: install
+	$(BIN)/lint-imports
 
 ## The suite without Postgres and the browser (quick local loop).
 test-sqlite: install

@@ -7,7 +7,9 @@ Set TEST_DATABASES=sqlite to skip Postgres entirely (it is never skipped silentl
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -58,15 +60,28 @@ def pg_database_url():
     admin.dispose()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite database migrated once per session; tests get copies (Alembic per test cost ~0.2 s)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the main file before copying
+    engine.dispose()
+    return path
+
+
+def migrated_sqlite_url(template: Path, path: Path) -> str:
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path):
     """A migrated, empty database URL: SQLite file or the session's Postgres database."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.db'}"
-        engine = make_engine(url)
-        upgrade(engine)
-        engine.dispose()
-        yield url
+        yield migrated_sqlite_url(request.getfixturevalue("sqlite_template"), tmp_path / "test.db")
     else:
         url = request.getfixturevalue("pg_database_url")
         engine = make_engine(url)
@@ -135,6 +150,14 @@ def sim_env(monkeypatch, tmp_path):
         return env
 
     return apply
+
+
+@pytest.fixture(scope="module")
+def vcr_cassette_dir(request) -> str:
+    """Cassettes stay in tests/cassettes/<test module>, whichever tier folder the module is in."""
+    from cassette_support import CASSETTES
+
+    return str(CASSETTES / request.module.__name__.rsplit(".", 1)[-1])
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 
 import pytest
+from cassette_support import CASSETTES
 from conftest import FAKE_SECRETS, _truncate_all
 from sqlalchemy import inspect, text
 from typer.testing import CliRunner
@@ -28,7 +29,6 @@ from okta_flex_sync.jobs.nightly import run_nightly
 from okta_flex_sync.settings import load_settings
 from okta_flex_sync.storage.engine import make_engine
 
-CASSETTES = Path(__file__).parent / "cassettes"
 DB_PASSWORD = "pgPassw0rd-do-not-leak-5e1f"
 
 # Shapes of a credential, whatever its value.  "***" is what redaction leaves behind.

@@ -44,7 +44,7 @@ from okta_flex_sync.storage.engine import make_engine
 from okta_flex_sync.storage.lock import RunLockedError, writer_lock
 from okta_flex_sync.tasks.retry import retry_if_transient
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 harness = pytest.mark.usefixtures("prefect_harness")
 NIGHTLY_TASKS = {"prepare run", "extract okta users, flex assignments, taskrouter workers",
                  "publish history and findings", "repair workers", "write reports"}

@@ -28,7 +28,7 @@ from okta_flex_sync.storage.engine import make_engine
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 POOL = "okta-flex-sync"
 USERS = 150

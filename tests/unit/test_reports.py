@@ -428,12 +428,10 @@ def test_publish_artifacts_is_a_noop_outside_a_run(caplog):
 
 
 def test_publish_artifacts_sends_tables_and_markdown(monkeypatch):
-    import prefect.artifacts
-
     calls = []
     monkeypatch.setattr(artifacts, "in_prefect_run", lambda: True)
-    monkeypatch.setattr(prefect.artifacts, "create_table_artifact", lambda **kw: calls.append(("table", kw)))
-    monkeypatch.setattr(prefect.artifacts, "create_markdown_artifact", lambda **kw: calls.append(("md", kw)))
+    monkeypatch.setattr(artifacts, "create_table_artifact", lambda **kw: calls.append(("table", kw)))
+    monkeypatch.setattr(artifacts, "create_markdown_artifact", lambda **kw: calls.append(("md", kw)))
     report = report_for(hostile_findings("x"))
     artifacts.publish_artifacts(report)
 
@@ -444,41 +442,13 @@ def test_publish_artifacts_sends_tables_and_markdown(monkeypatch):
 
 
 def test_publish_artifacts_failure_does_not_fail_the_run(monkeypatch, caplog):
-    import prefect.artifacts
-
     def unavailable(**kw):
         raise ConnectionError("api down")
 
     monkeypatch.setattr(artifacts, "in_prefect_run", lambda: True)
-    monkeypatch.setattr(prefect.artifacts, "create_table_artifact", unavailable)
+    monkeypatch.setattr(artifacts, "create_table_artifact", unavailable)
     artifacts.publish_artifacts(report_for([]))
     assert "could not publish drift artifacts" in caplog.text
-
-
-@pytest.mark.slow
-def test_publish_artifacts_in_a_real_flow_run(prefect_harness):
-    import asyncio
-
-    from prefect import flow
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    @flow
-    def publish(findings):
-        artifacts.publish_artifacts(report_for(findings))
-
-    publish([])  # an empty high-severity table must be accepted too
-    publish(hostile_findings("<b>|x"))
-
-    async def latest():
-        async with get_client() as client:
-            found = await client.read_artifacts(artifact_filter=ArtifactFilter(
-                key=ArtifactFilterKey(any_=["drift-summary", "drift-high-severity", "drift-report"])))
-        return {a.key: a for a in found}
-
-    latest_by_key = asyncio.run(latest())
-    assert set(latest_by_key) == {"drift-summary", "drift-high-severity", "drift-report"}
-    assert latest_by_key["drift-report"].type == "markdown"
 
 
 def test_reports_module_is_pure():

@@ -9,7 +9,6 @@ import logging
 import re
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -43,7 +42,6 @@ from okta_flex_sync.settings import ConfigError, Settings
 
 ORG = "https://acme.okta.com"
 TOKEN = FAKE_SECRETS["okta_api_token"]
-CASSETTES = Path(__file__).parent / "cassettes"
 
 
 def user(n: int, status: str = "ACTIVE", updated: str = "2024-01-01T00:00:00.000Z") -> dict:

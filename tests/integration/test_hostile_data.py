@@ -30,7 +30,7 @@ from okta_flex_sync.models.tables import (
 from okta_flex_sync.settings import load_settings
 from okta_flex_sync.storage.engine import make_engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIG = 100_000
 
 # (case, profile attributes set on one assigned user, a note expected in okta_users.problems or None)
