@@ -36,6 +36,7 @@ TIMESTAMPS = {"valid_from", "valid_to", "changed_at", "granted_at", "revoked_at"
 BOOLEANS = {"assigned", "assigned_before", "assigned_after"}
 ROLE_LISTS = {"roles", "roles_before", "roles_after"}
 INTEGERS = {"id"}
+NULLABLE_BOOLEANS = {"assigned_before"}  # NULL for first_seen
 
 _role_changes = table("role_changes", *[column(n, DateTime if n == "changed_at" else Boolean if n in BOOLEANS else Text)
                                         for n in (*CHANGE_COLUMNS, "run_id", "source")])
@@ -65,7 +66,7 @@ def _read(bind: Engine | Connection, query, columns: Sequence[str]) -> pd.DataFr
     return as_frame(rows, columns)
 
 
-def as_frame(rows: Sequence[Sequence], columns: Sequence[str], *, nullable_booleans: Sequence[str] = ()) -> pd.DataFrame:
+def as_frame(rows: Sequence[Sequence], columns: Sequence[str]) -> pd.DataFrame:
     """A DataFrame with this module's dtypes from rows of Python values."""
     data = list(zip(*rows)) if rows else [()] * len(columns)
     out = {}
@@ -73,7 +74,7 @@ def as_frame(rows: Sequence[Sequence], columns: Sequence[str], *, nullable_boole
         if name in TIMESTAMPS:
             out[name] = _timestamps(values)
         elif name in BOOLEANS:
-            if name in nullable_booleans or any(v is None for v in values):
+            if name in NULLABLE_BOOLEANS or any(v is None for v in values):
                 out[name] = pd.array([None if v is None else bool(v) for v in values], dtype="boolean")
             else:
                 out[name] = pd.array([bool(v) for v in values], dtype=bool)
