@@ -529,6 +529,48 @@ def export_cmd(
         engine.dispose()
 
 
+@app.command()
+def evidence(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="WHEN the review looks at (a date or ISO timestamp, naive = UTC)."),
+    since: Optional[str] = typer.Option(None, "--since",
+                                        help="WHEN the changes start (default: the previous review's --as-of, else the beginning)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="New or empty directory for the evidence files."),
+):
+    """Access-review evidence: snapshot, changes since the previous review, latest findings, manifest.json."""
+    from okta_flex_sync.analytics.timeparse import WhenError, check_interval
+
+    now = _now()
+    if as_of is None:
+        _die("--as-of WHEN is required", EXIT_CONFIG)
+    if output is None:
+        _die("--output DIR is required", EXIT_CONFIG)
+    moment = _when(as_of, "--as-of", now)
+    start = _when(since, "--since", now)
+    if start is not None:
+        try:
+            check_interval(start, moment, "--since", "--as-of")
+        except WhenError as exc:
+            _die(str(exc), EXIT_CONFIG)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        _die(f"--output {output} exists and is not an empty directory", EXIT_CONFIG)
+    if not output.parent.is_dir():
+        _die(f"--output {output}: directory {output.parent} does not exist", EXIT_CONFIG)
+    settings = _settings()
+    engine = _read_database(settings)
+    try:
+        from okta_flex_sync import __version__
+        from okta_flex_sync.analytics.evidence import write_evidence
+
+        manifest = write_evidence(engine, output, as_of=moment, since=start, org_url=settings.okta_org_url,
+                                  workspace=settings.twilio_workspace_sid, version=__version__, now=now)
+    finally:
+        engine.dispose()
+    typer.echo(f"as of {manifest['as_of']}, changes since {manifest['since'] or 'the beginning'}", err=True)
+    for name, f in manifest["files"].items():
+        typer.echo(f"{output / name}  {f['rows']:,} rows  sha256 {f['sha256']}")
+    typer.echo(f"{output / 'manifest.json'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 
