@@ -428,7 +428,8 @@ def _frame(name: str, engine, *, as_of: Optional[datetime], start: Optional[date
             with engine.connect() as conn:
                 run = frames.latest_findings_run(conn, as_of)
             if run is None:
-                _die(f"no successful run at or before {format_instant(as_of)}", EXIT_FAILED)
+                typer.echo(f"no successful run at or before {format_instant(as_of)}: no findings", err=True)
+                return frames.as_frame([], frames.FINDING_COLUMNS)
             run_id = run["run_id"]
         typer.echo(f"findings of run {run_id}", err=True)
         return frames.findings(engine, run_id)

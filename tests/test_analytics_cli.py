@@ -158,3 +158,13 @@ def test_evidence_writes_files_and_manifest(db, tmp_path):
     late = invoke("evidence", "--as-of", "2026-03-05", "--since", "2026-03-06", "--output", str(tmp_path / "q3"))
     assert late.exit_code == 2 and "--since 2026-03-06T00:00:00Z is after --as-of" in late.stderr
     assert not (tmp_path / "q3").exists()
+
+
+def test_piped_output_defaults_to_csv_and_findings_without_run_is_empty(db):
+    result = invoke("roles", "snapshot", "--as-of", "2026-02-15")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.splitlines() == ["okta_user_id,login,status,assigned,roles,valid_from,run_id",
+                                          "00u1,ann@x.com,ACTIVE,true,agent,2026-01-01T00:00:00Z,r1",
+                                          "00u2,'=cmd@x.com,ACTIVE,true,agent,2026-02-01T00:00:00Z,r1"]
+    empty = invoke("export", "findings", "--format", "json")
+    assert empty.exit_code == 0 and json.loads(empty.stdout) == [] and "no findings" in empty.stderr

@@ -122,7 +122,12 @@ def _normalize_sqlite_timestamps(conn) -> None:
             rows = conn.execute(sa.text(
                 f"SELECT rowid, {column} FROM {table} WHERE {column} IS NOT NULL AND {column} NOT GLOB :form"),
                 {"form": _CANONICAL}).all()
-            updates = [{"rid": rid, "v": _canonical(str(value))} for rid, value in rows]
+            updates = []
+            for rid, value in rows:
+                try:
+                    updates.append({"rid": rid, "v": _canonical(str(value))})
+                except ValueError:
+                    continue  # not a timestamp at all: left as it is rather than lost
             if updates:
                 conn.execute(sa.text(f"UPDATE {table} SET {column} = :v WHERE rowid = :rid"), updates)
 
