@@ -42,3 +42,17 @@ def test_view_columns_match_the_database(engine):
 
 def test_generated_document_is_current():
     assert DOC.read_text() == dictionary_markdown(), "regenerate docs/DATA_DICTIONARY.md (see its test)"
+
+
+def test_postgres_comments_are_the_dictionary(engine):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no comments")
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        for name, entry in DICTIONARY.items():
+            assert conn.execute(text("SELECT obj_description(CAST(:n AS regclass))"), {"n": name}).scalar() == entry.meaning
+            got = dict(conn.execute(text(
+                "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute "
+                "WHERE attrelid = CAST(:n AS regclass) AND attnum > 0 AND NOT attisdropped"), {"n": name}).all())
+            assert got == {col: meaning for col, (_t, meaning) in entry.columns.items()}, name
