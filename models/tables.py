@@ -28,6 +28,8 @@ from sqlalchemy import (
     func,
 )
 
+from okta_flex_sync.models.dictionary import DICTIONARY
+
 VALID_TO_CURRENT = datetime(9999, 12, 31)
 
 metadata = MetaData(
@@ -310,8 +312,6 @@ def view_sql(name: str, dialect: str) -> str:
 
 def _apply_dictionary() -> None:
     """Table and column comments come from the data dictionary (Postgres stores them too)."""
-    from okta_flex_sync.models.dictionary import DICTIONARY
-
     for table in metadata.sorted_tables:
         entry = DICTIONARY[table.name]
         table.comment = entry.meaning

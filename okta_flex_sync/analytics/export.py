@@ -16,6 +16,8 @@ from typing import IO
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
 
 from okta_flex_sync.analytics.frames import BOOLEANS, ROLE_LISTS, TIMESTAMPS
 from tasks.reports import csv_cell
@@ -88,9 +90,6 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 
 def write_table(df: pd.DataFrame, out: IO[str], title: str | None = None) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     cells = _text_cells(df)
     table = Table(title=title)
     for name in df.columns:
