@@ -226,6 +226,29 @@ okta_log_events = Table(
     Index("ix_okta_log_events_user", "target_user_id", "published"),
 )
 
+# The rest of `role_grants`: consecutive rows holding the role (each starting where the previous
+# one ended) make one grant.
+_GRANT_PERIODS = """,
+        marked AS (
+            SELECT held.*, CASE WHEN LAG(valid_to) OVER (PARTITION BY okta_user_id, role ORDER BY valid_from, id)
+                                     = valid_from THEN 0 ELSE 1 END AS starts
+            FROM held
+        ),
+        numbered AS (
+            SELECT marked.*, SUM(starts) OVER (PARTITION BY okta_user_id, role ORDER BY valid_from, id
+                                               ROWS UNBOUNDED PRECEDING) AS grant_no
+            FROM marked
+        ),
+        named AS (
+            SELECT numbered.*, LAST_VALUE(login) OVER (PARTITION BY okta_user_id, role, grant_no ORDER BY valid_from, id
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS last_login
+            FROM numbered
+        )
+        SELECT okta_user_id, last_login AS login, role, MIN(valid_from) AS granted_at, MAX(valid_to) AS revoked_at
+        FROM named
+        GROUP BY okta_user_id, last_login, role, grant_no
+    """
+
 VIEWS = {
     "current_roles": """
         SELECT okta_user_id, login, app_username, status, assigned, roles, full_name, email,
@@ -264,32 +287,8 @@ VIEWS = {
             FROM split WHERE rest <> ''
         ),
         held AS (SELECT id, okta_user_id, login, valid_from, valid_to, role FROM split WHERE role <> '')
-    """ + "{grant_periods}",
+    """ + _GRANT_PERIODS,
 }
-
-# The rest of `role_grants`: consecutive rows holding the role (each starting where the previous
-# one ended) make one grant.
-_GRANT_PERIODS = """,
-        marked AS (
-            SELECT held.*, CASE WHEN LAG(valid_to) OVER (PARTITION BY okta_user_id, role ORDER BY valid_from, id)
-                                     = valid_from THEN 0 ELSE 1 END AS starts
-            FROM held
-        ),
-        numbered AS (
-            SELECT marked.*, SUM(starts) OVER (PARTITION BY okta_user_id, role ORDER BY valid_from, id
-                                               ROWS UNBOUNDED PRECEDING) AS grant_no
-            FROM marked
-        ),
-        named AS (
-            SELECT numbered.*, LAST_VALUE(login) OVER (PARTITION BY okta_user_id, role, grant_no ORDER BY valid_from, id
-                                   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS last_login
-            FROM numbered
-        )
-        SELECT okta_user_id, last_login AS login, role, MIN(valid_from) AS granted_at, MAX(valid_to) AS revoked_at
-        FROM named
-        GROUP BY okta_user_id, last_login, role, grant_no
-    """
-VIEWS["role_grants"] = VIEWS["role_grants"].replace("{grant_periods}", _GRANT_PERIODS)
 
 # Postgres has no `instr`; it splits the roles with `string_to_array`.
 POSTGRES_VIEWS = {

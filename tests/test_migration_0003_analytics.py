@@ -65,3 +65,16 @@ def test_0003_upgrades_populated_0002_database(engine):
         with engine.begin() as conn:
             conn.execute(role_history.delete().where(role_history.c.run_id == "m1"))
             conn.execute(sync_runs.delete().where(sync_runs.c.run_id == "m1"))
+
+
+def test_frozen_views_of_0003_are_the_models_views():
+    """Fresh databases (the migration's frozen SQL) equal what models.tables describes."""
+    import importlib
+
+    from models.tables import view_sql
+
+    mig = importlib.import_module("okta_flex_sync.migrations.versions.0003_canonical_timestamps_and_analyst_views")
+    squash = lambda sql: " ".join(sql.split())  # noqa: E731
+    assert squash(mig._CHANGES) == squash(view_sql("role_changes", "sqlite")) == squash(view_sql("role_changes", "postgresql"))
+    for dialect in ("sqlite", "postgresql"):
+        assert squash(mig._GRANTS[dialect]) == squash(view_sql("role_grants", dialect))
