@@ -168,3 +168,13 @@ def test_piped_output_defaults_to_csv_and_findings_without_run_is_empty(db):
                                           "00u2,'=cmd@x.com,ACTIVE,true,agent,2026-02-01T00:00:00Z,r1"]
     empty = invoke("export", "findings", "--format", "json")
     assert empty.exit_code == 0 and json.loads(empty.stdout) == [] and "no findings" in empty.stderr
+
+
+def test_missing_postgres_database(engine, monkeypatch, tmp_path):
+    if engine.dialect.name != "postgresql":
+        pytest.skip("Postgres only")
+    missing = engine.url.set(database="ofs_no_such_database_14").render_as_string(hide_password=False)
+    monkeypatch.setenv("DATABASE_URL", missing)
+    result = invoke("export", "snapshot", "--output", str(tmp_path / "s.csv"))
+    assert result.exit_code == 2 and 'database "ofs_no_such_database_14" does not exist' in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "s.csv").exists()
