@@ -41,6 +41,7 @@ test-sqlite: install
 ## Benchmarks (prints wall time, requests, 429s and peak RSS per scenario).
 bench: install
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_history.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache reports okta_flex_sync_demo.db*

@@ -335,6 +335,250 @@ def reconcile_cmd(
     _print_outcome(outcome, apply=False)
 
 
+# --- data teams: role history through pandas (okta_flex_sync/analytics) ---------------------
+
+roles_app = typer.Typer(no_args_is_help=True, help="Role history for data teams: snapshots and changes.")
+app.add_typer(roles_app, name="roles")
+
+EXPORT_NAMES = ("role_history", "snapshot", "changes", "grants", "findings")
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+_FORMAT_HELP = "table, csv, json or parquet (default: a table on a terminal, CSV when piped)."
+
+
+def _when(value: Optional[str], option: str, now: datetime) -> Optional[datetime]:
+    """A WHEN option as an aware UTC instant (None when not given); exit 2 when unusable."""
+    from okta_flex_sync.analytics.timeparse import (
+        WhenError,
+        check_not_future,
+        parse_when,
+    )
+
+    if value is None:
+        return None
+    try:
+        return check_not_future(parse_when(value, option), option, now)
+    except WhenError as exc:
+        _die(str(exc), EXIT_CONFIG)
+
+
+def _output_format(fmt: Optional[OutputFormat], output: Optional[Path]) -> str:
+    from okta_flex_sync.analytics.export import default_format
+
+    chosen = fmt.value if fmt else ("csv" if output is not None else default_format(sys.stdout))
+    if chosen == "parquet" and output is None:
+        _die("--format parquet needs --output FILE", EXIT_CONFIG)
+    if output is not None:
+        if output.is_dir():
+            _die(f"--output {output} is a directory", EXIT_CONFIG)
+        if not output.parent.is_dir():
+            _die(f"--output {output}: directory {output.parent} does not exist", EXIT_CONFIG)
+    return chosen
+
+
+def _read_database(settings):
+    """An engine on an existing, up-to-date database; exit 2 when there is none."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        db = url.database
+        if not db or db == ":memory:" or not Path(db).expanduser().is_file():
+            _die(f"database {db or ':memory:'} does not exist (DATABASE_URL); a run creates it", EXIT_CONFIG)
+    else:
+        from okta_flex_sync.storage.engine import make_engine
+
+        probe = make_engine(settings.database_url)
+        try:
+            with probe.connect():
+                pass
+        except Exception as exc:
+            _die(f"cannot open database {url.render_as_string(hide_password=True)}: "
+                 f"{str(exc).splitlines()[0][:200]}", EXIT_CONFIG)
+        finally:
+            probe.dispose()
+    return _open(settings)
+
+
+def _emit(df, fmt: str, output: Optional[Path], title: str) -> None:
+    from okta_flex_sync.analytics.export import write
+
+    write(df, fmt, output, stdout=sys.stdout, title=title)
+    if output is not None:
+        typer.echo(f"{len(df):,} rows written to {output}", err=True)
+
+
+def _frame(name: str, engine, *, as_of: Optional[datetime], start: Optional[datetime], end: Optional[datetime],
+           include_first_seen: bool, run_id: Optional[str]):
+    from okta_flex_sync.analytics import frames
+    from okta_flex_sync.analytics.timeparse import format_instant
+
+    if name == "snapshot":
+        typer.echo(f"as of {format_instant(as_of)}", err=True)
+        return frames.snapshot(engine, as_of)
+    if name == "changes":
+        typer.echo(f"changes from {format_instant(start)} (inclusive) to {format_instant(end)} (exclusive)", err=True)
+        return frames.changes(engine, start, end, include_first_seen=include_first_seen)
+    if name == "grants":
+        if as_of is not None:
+            typer.echo(f"in effect as of {format_instant(as_of)}", err=True)
+        return frames.grants(engine, as_of)
+    if name == "findings":
+        if run_id is None:
+            with engine.connect() as conn:
+                run = frames.latest_findings_run(conn, as_of)
+            if run is None:
+                typer.echo(f"no successful run at or before {format_instant(as_of)}: no findings", err=True)
+                return frames.as_frame([], frames.FINDING_COLUMNS)
+            run_id = run["run_id"]
+        typer.echo(f"findings of run {run_id}", err=True)
+        return frames.findings(engine, run_id)
+    return frames.history(engine)
+
+
+def _interval(start: Optional[str], end: Optional[str], now: datetime) -> tuple[datetime, datetime]:
+    from okta_flex_sync.analytics.timeparse import WhenError, check_interval
+
+    if start is None:
+        _die("--from WHEN is required", EXIT_CONFIG)
+    lo, hi = _when(start, "--from", now), _when(end, "--to", now) or now
+    try:
+        check_interval(lo, hi)
+    except WhenError as exc:
+        _die(str(exc), EXIT_CONFIG)
+    return lo, hi
+
+
+def _now() -> datetime:
+    from okta_flex_sync.analytics.timeparse import utcnow
+
+    return utcnow()
+
+
+@roles_app.command("snapshot")
+def roles_snapshot(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="WHEN: a date or ISO timestamp, naive = UTC (default: now)."),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f", help=_FORMAT_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
+):
+    """One row per Okta user role history knew at that moment."""
+    now = _now()
+    moment = _when(as_of, "--as-of", now) or now
+    chosen = _output_format(fmt, output)
+    engine = _read_database(_settings())
+    try:
+        df = _frame("snapshot", engine, as_of=moment, start=None, end=None, include_first_seen=False, run_id=None)
+        _emit(df, chosen, output, "Role snapshot")
+    finally:
+        engine.dispose()
+
+
+@roles_app.command("changes")
+def roles_changes(
+    start: Optional[str] = typer.Option(None, "--from", help="WHEN the interval starts (inclusive)."),
+    end: Optional[str] = typer.Option(None, "--to", help="WHEN it ends (exclusive; default: now)."),
+    include_first_seen: bool = typer.Option(False, "--include-first-seen",
+                                            help="Also list the first time the pipeline saw each user (never a change)."),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f", help=_FORMAT_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
+):
+    """One row per change of roles, assignment or status in [--from, --to)."""
+    lo, hi = _interval(start, end, _now())
+    chosen = _output_format(fmt, output)
+    engine = _read_database(_settings())
+    try:
+        df = _frame("changes", engine, as_of=None, start=lo, end=hi, include_first_seen=include_first_seen, run_id=None)
+        _emit(df, chosen, output, "Role changes")
+    finally:
+        engine.dispose()
+
+
+@app.command("export")
+def export_cmd(
+    name: str = typer.Argument(..., help="role_history, snapshot, changes, grants or findings."),
+    fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f", help=_FORMAT_HELP),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to FILE instead of stdout."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="snapshot, grants, findings: WHEN (default: now)."),
+    start: Optional[str] = typer.Option(None, "--from", help="changes: WHEN the interval starts (inclusive)."),
+    end: Optional[str] = typer.Option(None, "--to", help="changes: WHEN it ends (exclusive; default: now)."),
+    include_first_seen: bool = typer.Option(False, "--include-first-seen", help="changes: also list first observations."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="findings: this run instead of the latest."),
+):
+    """Export role history, a snapshot, changes, role grants or findings as CSV, JSON or Parquet."""
+    if name not in EXPORT_NAMES:
+        _die(f"unknown export {name!r}; use one of {', '.join(EXPORT_NAMES)}", EXIT_CONFIG)
+    given = {"--as-of": as_of is not None, "--from": start is not None, "--to": end is not None,
+             "--include-first-seen": include_first_seen, "--run": run_id is not None}
+    allowed = {"role_history": set(), "snapshot": {"--as-of"}, "grants": {"--as-of"}, "findings": {"--as-of", "--run"},
+               "changes": {"--from", "--to", "--include-first-seen"}}[name]
+    wrong = [opt for opt, on in given.items() if on and opt not in allowed]
+    if wrong:
+        _die(f"{wrong[0]} does not apply to export {name}", EXIT_CONFIG)
+    now = _now()
+    moment = _when(as_of, "--as-of", now)
+    lo = hi = None
+    if name == "changes":
+        lo, hi = _interval(start, end, now)
+    elif name in ("snapshot", "findings"):
+        moment = moment or now
+    chosen = _output_format(fmt, output)
+    engine = _read_database(_settings())
+    try:
+        df = _frame(name, engine, as_of=moment, start=lo, end=hi, include_first_seen=include_first_seen, run_id=run_id)
+        _emit(df, chosen, output, name)
+    finally:
+        engine.dispose()
+
+
+@app.command()
+def evidence(
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="WHEN the review looks at (a date or ISO timestamp, naive = UTC)."),
+    since: Optional[str] = typer.Option(None, "--since",
+                                        help="WHEN the changes start (default: the previous review's --as-of, else the beginning)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="New or empty directory for the evidence files."),
+):
+    """Access-review evidence: snapshot, changes since the previous review, latest findings, manifest.json."""
+    from okta_flex_sync.analytics.timeparse import WhenError, check_interval
+
+    now = _now()
+    if as_of is None:
+        _die("--as-of WHEN is required", EXIT_CONFIG)
+    if output is None:
+        _die("--output DIR is required", EXIT_CONFIG)
+    moment = _when(as_of, "--as-of", now)
+    start = _when(since, "--since", now)
+    if start is not None:
+        try:
+            check_interval(start, moment, "--since", "--as-of")
+        except WhenError as exc:
+            _die(str(exc), EXIT_CONFIG)
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        _die(f"--output {output} exists and is not an empty directory", EXIT_CONFIG)
+    if not output.parent.is_dir():
+        _die(f"--output {output}: directory {output.parent} does not exist", EXIT_CONFIG)
+    settings = _settings()
+    engine = _read_database(settings)
+    try:
+        from okta_flex_sync import __version__
+        from okta_flex_sync.analytics.evidence import write_evidence
+
+        manifest = write_evidence(engine, output, as_of=moment, since=start, org_url=settings.okta_org_url,
+                                  workspace=settings.twilio_workspace_sid, version=__version__, now=now)
+    finally:
+        engine.dispose()
+    typer.echo(f"as of {manifest['as_of']}, changes since {manifest['since'] or 'the beginning'}", err=True)
+    for name, f in manifest["files"].items():
+        typer.echo(f"{output / name}  {f['rows']:,} rows  sha256 {f['sha256']}")
+    typer.echo(f"{output / 'manifest.json'}")
+
+
 def main() -> None:  # pragma: no cover
     app()
 

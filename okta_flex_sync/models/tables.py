@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 Core tables. The Alembic migrations in `okta_flex_sync/migrations` create them.
+"""SQLAlchemy 2 Core tables. The Alembic migrations in `okta_flex_sync/storage/migrations` create them.
 
 All timestamps are naive UTC (`DateTime` without time zone) so the same SQL works on SQLite
 and Postgres.  `role_history.valid_to` uses a far-future sentinel for the current row, so
@@ -25,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
     func,
 )
+
+from okta_flex_sync.models.dictionary import DICTIONARY
 
 metadata = MetaData(
     naming_convention={
@@ -220,6 +222,29 @@ okta_log_events = Table(
     Index("ix_okta_log_events_user", "target_user_id", "published"),
 )
 
+# The rest of `role_grants`: consecutive rows holding the role (each starting where the previous
+# one ended) make one grant.
+_GRANT_PERIODS = """,
+        marked AS (
+            SELECT held.*, CASE WHEN LAG(valid_to) OVER (PARTITION BY okta_user_id, role ORDER BY valid_from, id)
+                                     = valid_from THEN 0 ELSE 1 END AS starts
+            FROM held
+        ),
+        numbered AS (
+            SELECT marked.*, SUM(starts) OVER (PARTITION BY okta_user_id, role ORDER BY valid_from, id
+                                               ROWS UNBOUNDED PRECEDING) AS grant_no
+            FROM marked
+        ),
+        named AS (
+            SELECT numbered.*, LAST_VALUE(login) OVER (PARTITION BY okta_user_id, role, grant_no ORDER BY valid_from, id
+                                   ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS last_login
+            FROM numbered
+        )
+        SELECT okta_user_id, last_login AS login, role, MIN(valid_from) AS granted_at, MAX(valid_to) AS revoked_at
+        FROM named
+        GROUP BY okta_user_id, last_login, role, grant_no
+    """
+
 VIEWS = {
     "current_roles": """
         SELECT okta_user_id, login, app_username, status, assigned, roles, full_name, email,
@@ -227,16 +252,66 @@ VIEWS = {
         FROM role_history
         WHERE valid_to >= '9999-01-01'
     """,
+    # Real changes only: one row per kind of change (roles, assignment, status) between a row
+    # and the row before it (rows of a user are contiguous: the previous one ends where the
+    # next begins); a user's first row is `first_seen`, never a change.
     "role_changes": """
-        SELECT okta_user_id, login, app_username, valid_from AS changed_at,
-               prev_roles AS old_roles, roles AS new_roles,
-               prev_assigned AS was_assigned, assigned AS is_assigned, status, run_id
-        FROM (
-            SELECT h.*,
-                   LAG(roles) OVER (PARTITION BY okta_user_id ORDER BY valid_from, id) AS prev_roles,
-                   LAG(assigned) OVER (PARTITION BY okta_user_id ORDER BY valid_from, id) AS prev_assigned
-            FROM role_history h
-        ) x
-        WHERE prev_roles IS NULL OR prev_roles <> roles OR prev_assigned <> assigned
+        SELECT c.okta_user_id, c.login, c.app_username, c.valid_from AS changed_at, k.change_type,
+               p.roles AS roles_before, c.roles AS roles_after,
+               p.status AS status_before, c.status AS status_after,
+               p.assigned AS assigned_before, c.assigned AS assigned_after, c.run_id, c.source
+        FROM role_history c
+        JOIN role_history p ON p.okta_user_id = c.okta_user_id AND p.valid_to = c.valid_from
+        JOIN (SELECT 'roles' AS change_type UNION ALL SELECT 'assignment' UNION ALL SELECT 'status') k
+          ON (k.change_type = 'roles' AND p.roles <> c.roles)
+          OR (k.change_type = 'assignment' AND p.assigned <> c.assigned)
+          OR (k.change_type = 'status' AND p.status <> c.status)
+        UNION ALL
+        SELECT c.okta_user_id, c.login, c.app_username, c.valid_from, 'first_seen',
+               NULL, c.roles, NULL, c.status, NULL, c.assigned, c.run_id, c.source
+        FROM role_history c
+        WHERE NOT EXISTS (SELECT 1 FROM role_history p
+                          WHERE p.okta_user_id = c.okta_user_id AND p.valid_to = c.valid_from)
     """,
+    "role_grants": """
+        WITH RECURSIVE split(id, okta_user_id, login, valid_from, valid_to, role, rest) AS (
+            SELECT id, okta_user_id, login, valid_from, valid_to, '', roles || ','
+            FROM role_history WHERE assigned AND roles <> ''
+            UNION ALL
+            SELECT id, okta_user_id, login, valid_from, valid_to,
+                   substr(rest, 1, instr(rest, ',') - 1), substr(rest, instr(rest, ',') + 1)
+            FROM split WHERE rest <> ''
+        ),
+        held AS (SELECT id, okta_user_id, login, valid_from, valid_to, role FROM split WHERE role <> '')
+    """ + _GRANT_PERIODS,
 }
+
+# Postgres has no `instr`; it splits the roles with `string_to_array`.
+POSTGRES_VIEWS = {
+    "role_grants": """
+        WITH held AS (
+            SELECT h.id, h.okta_user_id, h.login, h.valid_from, h.valid_to, r.role
+            FROM role_history h CROSS JOIN LATERAL unnest(string_to_array(h.roles, ',')) AS r(role)
+            WHERE h.assigned AND h.roles <> '' AND r.role <> ''
+        )
+    """ + _GRANT_PERIODS,
+}
+
+
+def view_sql(name: str, dialect: str) -> str:
+    """The SQL of view `name` on `dialect` ('sqlite' or 'postgresql')."""
+    if dialect == "postgresql" and name in POSTGRES_VIEWS:
+        return POSTGRES_VIEWS[name]
+    return VIEWS[name]
+
+
+def _apply_dictionary() -> None:
+    """Table and column comments come from the data dictionary (Postgres stores them too)."""
+    for table in metadata.sorted_tables:
+        entry = DICTIONARY[table.name]
+        table.comment = entry.meaning
+        for column in table.columns:
+            column.comment = entry.columns[column.name][1]
+
+
+_apply_dictionary()
