@@ -152,7 +152,7 @@ class NightlySync:
         params = {"full": full, "apply": self.apply, "max_changes": self.max_changes,
                   "updated_since": since.isoformat() if since else None}
         run_id, started = store.open_run(self.engine, flow=self.flow_name, org_url=self.settings.okta_org_url,
-                                         parameters=params)
+                                         parameters=params, workspace_sid=self.settings.twilio_workspace_sid)
         self.ctx = SyncContext(self.settings, self.engine, run_id, started, self.settings.okta_org_url, full, since,
                                log_since=log_window(self.engine, self.settings, started),
                                progress=self.progress or (lambda *a: None))
@@ -255,7 +255,8 @@ def reconcile_latest(settings: Settings, *, source_run_id: str | None = None) ->
                 raise LookupError("no successful nightly run to reconcile; run `okta-flex-sync run` first")
             source_run_id = last["run_id"]
         run_id, _ = store.open_run(engine, flow="reconcile", org_url=settings.okta_org_url,
-                                   parameters={"source_run_id": source_run_id})
+                                   parameters={"source_run_id": source_run_id},
+                                   workspace_sid=settings.twilio_workspace_sid)
         try:
             reconcile_stored(engine, settings, run_id, source_run_id)
         except BaseException as exc:

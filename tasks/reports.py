@@ -23,12 +23,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from models.records import FINDING_KINDS, SEVERITIES, Finding
+from okta_flex_sync.reports.guide import next_steps
+from okta_flex_sync.reports.links import okta_admin_base
 from tasks import fastjson
 
 logger = logging.getLogger(__name__)
 
 FINDING_FIELDS = ("kind", "severity", "okta_user_id", "login", "app_username", "worker_sid",
                   "field", "expected", "actual")
+DELTA_FIELDS = ("status", "first_seen_run_id", "first_seen_at")
+DELTA_STATUSES = ("new", "persisting")
+DEFAULT_MAX_CHANGES = 25
 COUNT_KEYS = ("okta_users", "assigned_users", "workers")
 TREND_ROLES = ("admin", "supervisor", "agent")
 REPORT_FORMATS = ("json", "csv", "html", "md")
@@ -71,15 +76,30 @@ class InvalidRunId(ReportError, ValueError):
 
 def build_report(run_id: str, generated_at: datetime, counts: Mapping, findings: Sequence[Finding],
                  *, trend: Sequence[Mapping] = (), skipped: Sequence[Mapping] = (),
-                 mode: str = "dry-run") -> dict:
-    """The drift.json document every renderer reads; findings sorted high severity first."""
-    rows = sorted((_finding_dict(f) for f in findings), key=_finding_sort_key)
+                 mode: str = "dry-run", delta: Mapping | None = None, resolved: Sequence[Mapping] = (),
+                 org_url: str | None = None, workspace_sid: str | None = None,
+                 max_changes: int = DEFAULT_MAX_CHANGES) -> dict:
+    """The drift.json document every renderer reads; findings sorted high severity first.
+
+    Findings without a `status` (hand-built, or a run without a previous one) count as new, first
+    seen in this run.  `delta` supplies the previous run's id; its counts are recomputed from the
+    findings and `resolved` so they always add up."""
+    run_id = _scrub(str(run_id))
+    rows = sorted((_finding_dict(f, run_id) for f in findings), key=_finding_sort_key)
+    gone = sorted((_finding_dict(f, None) for f in resolved), key=_finding_sort_key)
+    new = sum(1 for f in rows if f["status"] == "new")
     return {
-        "run_id": _scrub(str(run_id)),
+        "run_id": run_id,
         "generated_at": _iso(generated_at),
         "counts": {k: int(counts.get(k) or 0) for k in COUNT_KEYS},
+        "delta": {"previous_run_id": _opt_text((delta or {}).get("previous_run_id")), "new": new,
+                  "resolved": len(gone), "persisting": len(rows) - new},
         "summary": summarize(rows),
         "findings": rows,
+        "resolved": gone,
+        "next_steps": next_steps(rows, max_changes=max_changes),
+        "links": {"okta_admin": okta_admin_base(org_url),
+                  "workspace_sid": _opt_text(workspace_sid) if workspace_sid else None},
         "trend": _sorted_trend(trend),
         "skipped": [_skipped_dict(s) for s in skipped],
         "mode": _scrub(str(mode)),
@@ -105,13 +125,23 @@ def high_findings(report: Mapping) -> list[dict]:
     return [f for f in report["findings"] if f["severity"] == "high"]
 
 
-def _finding_dict(finding: Finding | Mapping) -> dict:
+def _finding_dict(finding: Finding | Mapping, run_id: str | None) -> dict:
+    """`run_id` given: a finding of this run (with status and first sighting); None: a resolved one."""
     # Mappings too, so the CLI can rebuild a report from stored rows without making Findings.
     raw = finding.as_dict() if isinstance(finding, Finding) else finding
-    return {k: _opt_text(raw.get(k)) for k in FINDING_FIELDS} | {
+    row = {k: _opt_text(raw.get(k)) for k in FINDING_FIELDS} | {
         "kind": _scrub(str(raw.get("kind") or "unknown")),
         "severity": _scrub(str(raw.get("severity") or "info")),
     }
+    first_at = raw.get("first_seen_at")
+    first = {"first_seen_run_id": _opt_text(raw.get("first_seen_run_id")),
+             "first_seen_at": _iso(first_at) if isinstance(first_at, datetime) else _opt_text(first_at)}
+    if run_id is None:
+        return row | first
+    status = raw.get("status") if raw.get("status") in DELTA_STATUSES else "new"
+    if status == "new" and first["first_seen_run_id"] in (None, run_id):
+        first["first_seen_run_id"] = run_id
+    return row | {"status": status} | first
 
 
 def _finding_sort_key(f: Mapping) -> tuple:
@@ -126,9 +156,12 @@ def _trend_entry(entry: Mapping) -> dict:
     roles = dict.fromkeys(TREND_ROLES, 0)
     roles.update({_scrub(str(k)): int(v or 0) for k, v in (entry.get("roles") or {}).items()})
     started = entry.get("started_at")
+    delta = entry.get("delta")
     return {"run_id": _scrub(str(entry.get("run_id") or "")),
             "started_at": _iso(started) if isinstance(started, datetime) else _opt_text(started),
-            "summary": summary, "roles": roles}
+            "summary": summary, "roles": roles,
+            "delta": {k: int(delta.get(k) or 0) for k in ("new", "resolved", "persisting")}
+            if isinstance(delta, Mapping) else None}
 
 
 def _sorted_trend(trend: Sequence[Mapping]) -> list[dict]:
@@ -211,9 +244,10 @@ def render_csv(report: Mapping) -> str:
     """UTF-8 CSV with a BOM so Excel detects the encoding; one row per finding."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(FINDING_FIELDS)
+    cols = FINDING_FIELDS + DELTA_FIELDS
+    writer.writerow(cols)
     for f in report["findings"]:
-        writer.writerow([csv_cell(f.get(k)) for k in FINDING_FIELDS])
+        writer.writerow([csv_cell(f.get(k)) for k in cols])
     return "\ufeff" + buf.getvalue()
 
 
@@ -240,8 +274,10 @@ def render_markdown(report: Mapping) -> str:
     lines = [
         f"# Okta → Flex drift report {md_escape(report['run_id'])}",
         "",
-        f"Generated {md_escape(report['generated_at'])} · mode {md_escape(report.get('mode', ''))}",
+        f"Generated {md_escape(report['generated_at'])} · mode {md_escape(report.get('mode', ''))} "
+        f"({md_escape(mode_meaning(report.get('mode', '')), 200)})",
         "",
+        *_md_delta_section(report),
         "| Okta users | Assigned users | Workers | Findings | High severity |",
         "|---:|---:|---:|---:|---:|",
         f"| {counts['okta_users']} | {counts['assigned_users']} | {counts['workers']} "
@@ -255,9 +291,51 @@ def render_markdown(report: Mapping) -> str:
         "",
     ]
     lines += _md_high_section(high)
+    lines += _md_next_steps(report)
     if report.get("skipped"):
-        lines += ["", f"{len(report['skipped'])} source records could not be parsed and were skipped."]
+        lines += ["", skipped_sentence(len(report["skipped"]))]
     return "\n".join(lines) + "\n"
+
+
+MODE_MEANINGS = {
+    "dry-run": "nothing was changed in TaskRouter; run with --apply to repair",
+    "apply": "workers were repaired within --max-changes; see repair_audit",
+}
+
+
+def mode_meaning(mode: str) -> str:
+    return MODE_MEANINGS.get(mode, "")
+
+
+def skipped_sentence(n: int) -> str:
+    return (f"{n} source record(s) had problems: records without a usable id were left out, the others "
+            f"were kept with their bad values cleaned (see the notes).")
+
+
+def _md_delta_section(report: Mapping) -> list[str]:
+    """What is new, what got resolved, what is still open, by severity."""
+    d = report.get("delta") or {}
+    new_sev = severity_counts([f for f in report["findings"] if f.get("status") == "new"])
+    gone_sev = severity_counts(report.get("resolved") or [])
+    open_sev = severity_counts(report["findings"])
+    since = (f"since run {md_escape(d.get('previous_run_id'))}" if d.get("previous_run_id")
+             else "first report for this org and workspace: every finding is new")
+    lines = [f"**{d.get('new', 0)} new, {d.get('resolved', 0)} resolved, {len(report['findings'])} open** ({since})",
+             "", "| | " + " | ".join(SEVERITIES) + " |", "|---|" + "---:|" * len(SEVERITIES)]
+    for label, counts in (("New", new_sev), ("Resolved", gone_sev), ("Open", open_sev)):
+        lines.append(f"| {label} | " + " | ".join(str(counts.get(s, 0)) for s in SEVERITIES) + " |")
+    return lines + [""]
+
+
+def _md_next_steps(report: Mapping) -> list[str]:
+    steps = report.get("next_steps") or []
+    if not steps:
+        return []
+    out = ["", "## What to do", ""]
+    for step in steps:
+        out.append(f"- **{md_escape(step['kind'])}** ({step['count']}, {step['new']} new): "
+                   f"{md_escape(step['meaning'], 400)} {md_escape(step['remedy'], 400)}")
+    return out
 
 
 def _md_high_section(high: Sequence[Mapping]) -> list[str]:

@@ -19,6 +19,7 @@ from sqlalchemy import Engine
 
 from models.records import AppAssignment, Finding, OktaUser, Worker
 from okta_flex_sync.settings import Settings
+from okta_flex_sync.storage.finding_delta import run_delta, store_findings_with_delta
 from tasks import store
 from tasks.backfill import LOG_FILTER, event_row, parse_log_event
 from tasks.history import diff_history
@@ -395,7 +396,8 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
         findings = reconcile(users, live_assignments, workers, role_source=s.role_source, valid_roles=s.valid_role_set,
                              find_owner=find_owner)
         reconcile_seconds = time.perf_counter() - started
-        store.store_findings(conn, ctx.run_id, findings)
+        delta = store_findings_with_delta(conn, ctx.run_id, findings, started_at=ctx.started_at,
+                                          org_url=ctx.org_url, workspace_sid=s.twilio_workspace_sid)
         problems = store.problem_records(conn, ctx.run_id)
 
         counts = {"okta_users": store.count_mirror(conn), "assigned_users": len(assignments), "workers": len(workers),
@@ -403,6 +405,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
                   "findings": len(findings), "skipped_records": len(extracted.skipped), "log_events": extracted.log_events, "pages": extracted.pages,
                   "problem_records": problems[0], "skipped_sample": (extracted.skipped + problems[1])[:200],
                   "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests,
+                  "delta": delta,
                   "timings": {**_pure_timings(extracted.normalize_seconds, diff_seconds, reconcile_seconds),
                               "listings": extracted.listing_seconds}}
         marks = {}
@@ -448,13 +451,16 @@ def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: dat
         run = store.get_run(conn, run_id)
         if run is None:
             raise LookupError(f"no run with id {run_id!r}")
-        findings = store.load_findings(conn, run_id)
+        delta, findings, resolved = run_delta(conn, run)
         trend = [{"run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
-                  "summary": (r["counts"] or {}).get("summary", {}), "roles": (r["counts"] or {}).get("roles", {})}
+                  "summary": (r["counts"] or {}).get("summary", {}), "roles": (r["counts"] or {}).get("roles", {}),
+                  "delta": (r["counts"] or {}).get("delta")}
                  for r in reversed(store.recent_runs(conn, limit=30)) if r["started_at"] <= run["started_at"]]
     counts = run["counts"] or {}
     doc = build_report(run_id, generated_at or store.utcnow(), counts, findings, trend=trend,
-                       skipped=counts.get("skipped_sample", []), mode=mode)
+                       skipped=counts.get("skipped_sample", []), mode=mode, delta=delta, resolved=resolved,
+                       org_url=run.get("org_url"), workspace_sid=run.get("workspace_sid"),
+                       max_changes=settings.max_changes)
     paths = write_reports(doc, run_report_dir(Path(settings.report_dir), run_id), formats=formats)
     return doc, paths
 
@@ -475,10 +481,12 @@ def reconcile_stored(engine: Engine, settings: Settings, run_id: str, source_run
         live = [a for uid, a in assignments.items() if uid in users]
         findings = reconcile(users, live, workers, role_source=settings.role_source, valid_roles=settings.valid_role_set,
                              find_owner=store.owner_finder(conn, likely_orphan_names(workers, live)))
-        store.store_findings(conn, run_id, findings)
+        run = store.get_run(conn, run_id)
+        delta = store_findings_with_delta(conn, run_id, findings, started_at=run["started_at"],
+                                          org_url=run["org_url"], workspace_sid=run.get("workspace_sid"))
         counts = {k: v for k, v in (source["counts"] or {}).items() if k in ("okta_users", "skipped_sample")}
         counts.update({"assigned_users": len(assignments), "workers": len(workers), "findings": len(findings),
                        "summary": summarize(findings), "roles": store.role_counts(conn),
-                       "source_run_id": source_run_id})
+                       "source_run_id": source_run_id, "delta": delta})
         store.finish_run(conn, run_id, status="succeeded", counts=counts)
     return counts
