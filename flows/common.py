@@ -134,7 +134,8 @@ def task_report(job):
     from tasks.artifacts import publish_artifacts
     import json
 
-    publish_artifacts(json.loads(outcome.report_paths["json"].read_text(encoding="utf-8")))
+    publish_artifacts(json.loads(outcome.report_paths["json"].read_text(encoding="utf-8")),
+                      location=f"{outcome.report_paths['json'].parent}/")
     return outcome
 
 
