@@ -19,12 +19,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.add_column(sa.Column("workspace_sid", sa.String(64), nullable=True))
-    with op.batch_alter_table("drift_findings") as batch:
-        batch.add_column(sa.Column("status", sa.String(12), nullable=True))
-        batch.add_column(sa.Column("first_seen_run_id", sa.String(40), nullable=True))
-        batch.add_column(sa.Column("first_seen_at", sa.DateTime(), nullable=True))
+    # Plain ADD/DROP COLUMN, never a batch table copy: on SQLite, copying `sync_runs` would drop
+    # the original table, and its ON DELETE CASCADE would empty `drift_findings` (SQLite >= 3.35
+    # drops columns in place).
+    op.add_column("sync_runs", sa.Column("workspace_sid", sa.String(64), nullable=True))
+    op.add_column("drift_findings", sa.Column("status", sa.String(12), nullable=True))
+    op.add_column("drift_findings", sa.Column("first_seen_run_id", sa.String(40), nullable=True))
+    op.add_column("drift_findings", sa.Column("first_seen_at", sa.DateTime(), nullable=True))
     runs = sa.table("sync_runs", sa.column("run_id", sa.String), sa.column("started_at", sa.DateTime))
     findings = sa.table("drift_findings", sa.column("run_id", sa.String), sa.column("first_seen_run_id", sa.String),
                         sa.column("first_seen_at", sa.DateTime))
@@ -34,9 +35,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("drift_findings") as batch:
-        batch.drop_column("first_seen_at")
-        batch.drop_column("first_seen_run_id")
-        batch.drop_column("status")
-    with op.batch_alter_table("sync_runs") as batch:
-        batch.drop_column("workspace_sid")
+    op.drop_column("drift_findings", "first_seen_at")
+    op.drop_column("drift_findings", "first_seen_run_id")
+    op.drop_column("drift_findings", "status")
+    op.drop_column("sync_runs", "workspace_sid")
