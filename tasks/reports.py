@@ -135,7 +135,8 @@ def _finding_dict(finding: Finding | Mapping, run_id: str | None) -> dict:
     """`run_id` given: a finding of this run (with status and first sighting); None: a resolved one."""
     # Mappings too, so the CLI can rebuild a report from stored rows without making Findings.
     raw = finding.as_dict() if isinstance(finding, Finding) else finding
-    row = {k: _opt_text(raw.get(k)) for k in FINDING_FIELDS} | {
+    row = {k: v if v is None or (type(v) is str and v.isprintable()) else _scrub(str(v))
+           for k, v in zip(FINDING_FIELDS, map(raw.get, FINDING_FIELDS))} | {
         "kind": _scrub(str(raw.get("kind") or "unknown")),
         "severity": _scrub(str(raw.get("severity") or "info")),
     }
@@ -252,8 +253,16 @@ def render_csv(report: Mapping) -> str:
     writer = csv.writer(buf, lineterminator="\r\n")
     cols = FINDING_FIELDS + DELTA_FIELDS
     writer.writerow(cols)
+
+    def cell(value):  # csv_cell's result, without its work for plain text (most cells)
+        if value is None:
+            return ""
+        if type(value) is str and value[:1].isalnum() and value.isprintable() and len(value) <= CSV_CELL_CHARS:
+            return value
+        return csv_cell(value)
+
     for f in report["findings"]:
-        writer.writerow([csv_cell(f.get(k)) for k in cols])
+        writer.writerow([cell(f.get(k)) for k in cols])
     return "\ufeff" + buf.getvalue()
 
 
@@ -386,6 +395,10 @@ _JS = """
   "use strict";
   var data = JSON.parse(document.getElementById("findings-data").textContent);
   var rows = document.querySelectorAll("#findings tbody tr[data-i]");
+  var kinds = Array.prototype.map.call(rows, function (row) {
+    var section = row.closest("section");
+    return section ? section.getAttribute("data-kind") : "";
+  });
   var hay = Array.prototype.map.call(rows, function (row) {
     var parts = [row.textContent], titled = row.querySelectorAll("[title]");
     for (var j = 0; j < titled.length; j++) { parts.push(titled[j].getAttribute("title")); }
@@ -400,7 +413,7 @@ _JS = """
     for (var i = 0; i < rows.length; i++) {
       var row = rows[i];
       var ok = i < hay.length && (!text || hay[i].indexOf(text) !== -1) &&
-               (!kind.value || row.getAttribute("data-kind") === kind.value) &&
+               (!kind.value || kinds[i] === kind.value) &&
                (!sev.value || row.getAttribute("data-severity") === sev.value);
       row.hidden = !ok;
       if (ok) { n++; }
@@ -438,7 +451,7 @@ _JS = """
 # Fields a row of the tables by kind does not show but a search should find.
 _SEARCH_ONLY = ("okta_user_id", "app_username")
 BRIEF_ROWS = 50  # rows of the new / resolved / high-severity tables
-GROUP_ROWS = 5_000  # users and workers in the grouped view (each carries two console links)
+GROUP_ROWS = 2_000  # users and workers in the grouped view (each carries two console links)
 
 
 @functools.cache
@@ -469,6 +482,8 @@ def _html_view(report: Mapping) -> dict:
     rows = [_row(i, f, group_of) for i, f in enumerate(findings)]
     new_rows = [r for r in rows if r["status"] == "new"]
     high_rows = [r for r in rows if r["severity"] == "high"]
+    for r in new_rows[:BRIEF_ROWS] + high_rows[:HTML_HIGH_ROWS]:  # the one-line detail, only where shown
+        r["detail"] = _detail(findings[r["i"]], guide_for(r["kind"]).columns)
     sev = severity_counts
     new_sev = sev([f for f in findings if f.get("status") == "new"])
     delta_rows = [("New", new_sev, delta["new"]), ("Resolved", sev(resolved), len(resolved)),
@@ -490,7 +505,8 @@ def _html_view(report: Mapping) -> dict:
         "open_high": sev(findings).get("high", 0), "delta_rows": delta_rows, "severities": SEVERITIES,
         "population": population,
         "new_rows": new_rows[:BRIEF_ROWS], "new_total": len(new_rows),
-        "resolved_rows": [_row(i, f, {}) for i, f in enumerate(resolved[:BRIEF_ROWS])],
+        "resolved_rows": [_row(i, f, {}) | {"detail": _detail(f, guide_for(f["kind"]).columns)}
+                          for i, f in enumerate(resolved[:BRIEF_ROWS])],
         "resolved_total": len(resolved),
         "high_rows": high_rows[:HTML_HIGH_ROWS], "high_total": len(high_rows),
         "steps": [s | {"color": KIND_COLORS.get(s["kind"], OTHER_COLOR), "remedy": _remedy_parts(s)}
@@ -509,9 +525,14 @@ def _html_view(report: Mapping) -> dict:
                       else "left out", "detail": _cell(_problem_detail(s.get("reason")))} for s in skipped],
         "problems_note": (f"{len(skipped) - kept} record(s) had no usable id and were left out of the run; "
                           f"{kept} were kept with the values that could not be read cleaned or dropped."),
-        "data": Markup(json_for_script({"fields": list(_SEARCH_ONLY),
-                                        "rows": [[f.get(k) or "" for k in _SEARCH_ONLY] for f in findings]})),
+        "data": Markup(json_for_script({"fields": list(_SEARCH_ONLY), "rows": [_search_only(f) for f in findings]})),
     }
+
+
+def _search_only(f: Mapping) -> list[str]:
+    """The ids a row does not show; the app username only when it is not the login shown."""
+    app = f.get("app_username") or ""
+    return [f.get("okta_user_id") or "", "" if app == f.get("login") else app]
 
 
 def _max_changes_note(report: Mapping) -> int:
@@ -557,7 +578,7 @@ def _row(i: int, f: Mapping, group_of: Mapping) -> dict:
     user = f.get("login") or f.get("okta_user_id")
     return {"i": i, "kind": f["kind"], "severity": f["severity"], "status": f.get("status") or "new",
             "since": _since(f), "user": _cell(user), "worker": _cell(f.get("worker_sid"), 40),
-            "group": group_of.get(_entity(f)), "detail": _detail(f, g.columns),
+            "group": group_of.get(_entity(f)), "detail": "",
             "cols": [_cell(f.get(field)) for _header, field in g.columns]}
 
 
