@@ -549,11 +549,16 @@ def _anchor(kind: str) -> str:
     return re.sub(r"[^a-z0-9_-]", "-", kind.lower())[:60] or "kind"
 
 
+_NONE_CELL = {"text": "(none)", "title": None}  # an empty value: no roles, no name
+
+
 def _cell(value, limit: int = HTML_CELL_CHARS) -> dict | None:
     """Display text, cut to `limit` with the full value as a tooltip; None shows as a dash."""
     if value is None:
         return None
     text = printable(str(value))
+    if not text:
+        return _NONE_CELL
     if len(text) <= limit:
         return {"text": text, "title": None}
     return {"text": truncate(text, limit), "title": text}
@@ -568,8 +573,8 @@ def _since(f: Mapping) -> str | None:
 
 def _detail(f: Mapping, columns) -> str:
     """The kind's columns as one line, e.g. "Roles Okta grants: agent · Elevated roles on the worker: admin"."""
-    parts = [f"{header}: {truncate(printable(f[field]), 60)}" for header, field in columns
-             if field in f and f[field] is not None and field not in ("login",)]
+    parts = [f"{header}: {truncate(printable(f[field]), 60) or _NONE_CELL['text']}" for header, field in columns
+             if f.get(field) is not None]
     return " · ".join(parts)
 
 

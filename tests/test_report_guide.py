@@ -192,7 +192,7 @@ def test_html_sections_follow_the_issue_order_and_kinds_have_their_own_columns()
         ("privilege_escalation", ["status", "Okta user", "worker", "Roles Okta grants", "Elevated roles on the worker"]),
         ("deactivated_user_has_worker", ["status", "Okta user", "worker", "Okta status"]),
         ("roles_mismatch", ["status", "Okta user", "worker", "Roles in Okta", "Roles on the worker"]),
-        ("orphan_worker", ["status", "Okta user", "worker", "Okta user found by name", "Found by"]),
+        ("orphan_worker", ["status", "Okta user", "worker", "Worker name", "Okta user found by"]),
         ("full_name_mismatch", ["status", "Okta user", "worker", "Name in Okta", "Name on the worker"]),
         ("missing_worker", ["status", "Okta user", "worker"]),
     ]
