@@ -1,7 +1,8 @@
 """Drift reports: one JSON document, rendered as JSON, CSV, HTML and Markdown.
 
-Pure code (stdlib + `models.records` only): no Prefect, SQLAlchemy or httpx, so every renderer
-can be tested on hand-built findings.  Okta profile values and worker attributes are
+Pure code (stdlib, jinja2, `models.records` and the pure `okta_flex_sync.reports` helpers): no
+Prefect, SQLAlchemy or httpx, so every renderer can be tested on hand-built findings.  The HTML
+is `okta_flex_sync/reports/templates/report.html.j2` with `report.css` inlined.  Okta profile values and worker attributes are
 attacker-controllable text (issue 8), so each renderer neutralises what its reader would
 otherwise execute: formulas in spreadsheets, markup and script in browsers, syntax in Markdown.
 """
@@ -348,8 +349,11 @@ def _md_next_steps(report: Mapping) -> list[str]:
         return []
     out = ["", "## What to do", ""]
     for step in steps:
-        out.append(f"- **{md_escape(step['kind'])}** ({step['count']}, {step['new']} new): "
-                   f"{md_escape(step['meaning'], 400)} {md_escape(step['remedy'], 400)}")
+        remedy = md_escape(step["remedy"], 400)
+        for cmd in step.get("commands") or []:  # our own text: commands shown as code
+            remedy = remedy.replace(md_escape(cmd, 400), f"`{cmd}`")
+        out.append(f"- **{md_escape(step['kind'])}** ({step['count']} open, {step['new']} new): "
+                   f"{md_escape(step['meaning'], 400)} {remedy}")
     return out
 
 

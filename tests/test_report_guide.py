@@ -149,6 +149,9 @@ def test_markdown_leads_with_the_delta_then_what_to_do():
         < md.index("## What to do")
     assert "| New | 2 | 0 | 1 | 1 |" in md and "| Resolved | 0 | 0 | 1 | 0 |" in md and "| Open | 2 | 2 | 1 | 1 |" in md
     assert "mode dry-run (nothing was changed in TaskRouter; run with --apply to repair)" in md
+    assert ("- **privilege\\_escalation** (1 open, 1 new): The worker holds admin or supervisor rights that Okta "
+            "does not grant; they last until the person's next SSO login, or forever if they never log in again. "
+            "Repair the workers' roles: `okta-flex-sync run --apply`") in md
 
 
 # --- HTML -------------------------------------------------------------------------------------
