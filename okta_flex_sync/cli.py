@@ -32,6 +32,12 @@ class FailOn(str, Enum):
     low = "low"
 
 
+class FailOnNew(str, Enum):
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
 _SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
 
@@ -74,7 +80,8 @@ def _print_outcome(outcome, *, apply: bool) -> None:
         console.print(f"{fmt:>5} report: {path}")
 
 
-def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, **options):
+def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, fail_on_new: Optional["FailOnNew"] = None,
+                    **options):
     from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate
     from okta_flex_sync.observability import Progress
     from okta_flex_sync.redaction import redact
@@ -100,10 +107,18 @@ def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, **options):
         code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED
         _die(redact(f"run failed: {exc}", settings.secret_values()), code)
     _print_outcome(outcome, apply=options.get("apply", False))
+    if outcome.summary_line:
+        typer.echo(outcome.summary_line)
     if fail_on != FailOn.none:
         threshold = _SEVERITY_RANK[fail_on.value]
         if any(n and _SEVERITY_RANK.get(sev, 9) <= threshold for sev, n in outcome.severities.items()):
             _die(f"drift at or above '{fail_on.value}' severity found (--fail-on {fail_on.value})", EXIT_DRIFT)
+    if fail_on_new is not None:
+        threshold = _SEVERITY_RANK[fail_on_new.value]
+        new = sum(n for sev, n in outcome.new_severities.items() if _SEVERITY_RANK.get(sev, 9) <= threshold)
+        if new:
+            _die(f"{new} new finding(s) at or above '{fail_on_new.value}' severity (--fail-on-new {fail_on_new.value})",
+                 EXIT_DRIFT)
     return outcome
 
 
@@ -128,12 +143,15 @@ def run(
     allow_shrink: bool = typer.Option(False, "--allow-shrink",
                                       help="Proceed even if Okta returns far fewer records than last run."),
     fail_on: FailOn = typer.Option(FailOn.none, "--fail-on", help="Exit 3 when drift of this severity or worse is found."),
+    fail_on_new: Optional[FailOnNew] = typer.Option(
+        None, "--fail-on-new", help="Exit 3 only when findings of this severity or worse are new since the previous run."),
     prefect: Optional[bool] = typer.Option(None, "--prefect/--no-prefect",
                                            help="Run as a Prefect flow (default: when PREFECT_API_URL is set)."),
 ):
     """Run the nightly sync: extract, stage, history, reconcile, report (and repair with --apply)."""
     settings = _settings()
-    _run_and_report(settings, prefect=_use_prefect(prefect), fail_on=fail_on, full=full, apply=apply,
+    _run_and_report(settings, prefect=_use_prefect(prefect), fail_on=fail_on, fail_on_new=fail_on_new,
+                    full=full, apply=apply,
                     max_changes=max_changes, strip_deactivated=strip_deactivated, delete_orphans=delete_orphans,
                     allow_shrink=allow_shrink)
 

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
+from okta_flex_sync.reports.digest import new_by_severity, summary_line
 from okta_flex_sync.settings import ConfigError, Settings
 from okta_flex_sync.storage.engine import (
     HEAD_REVISION,
@@ -98,13 +99,19 @@ class RunOutcome:
     report_paths: dict[str, Path] = field(default_factory=dict)
     severities: dict = field(default_factory=dict)
     repaired: int = 0
+    delta: dict = field(default_factory=dict)
+    new_severities: dict = field(default_factory=dict)  # severity -> findings new in this run
+    summary_line: str = ""  # "12 new, 3 resolved, 140 open (20 high) — reports/<run_id>/"
 
     @classmethod
     def from_report(cls, doc: dict, paths: dict, repaired: int = 0) -> "RunOutcome":
         severities: dict[str, int] = {}
         for f in doc["findings"]:
             severities[f["severity"]] = severities.get(f["severity"], 0) + 1
-        return cls(doc["run_id"], doc["counts"], doc["summary"], paths, severities, repaired)
+        location = f"{Path(paths['json']).parent}/" if paths.get("json") else ""
+        return cls(doc["run_id"], doc["counts"], doc["summary"], paths, severities, repaired,
+                   delta=dict(doc.get("delta") or {}), new_severities=new_by_severity(doc),
+                   summary_line=summary_line(doc, location) if "delta" in doc else "")
 
 
 class Job(Protocol):

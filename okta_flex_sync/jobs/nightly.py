@@ -43,13 +43,13 @@ from okta_flex_sync.models.tables import (
 from okta_flex_sync.observability import ProgressFn
 from okta_flex_sync.redaction import redact
 from okta_flex_sync.settings import Settings
-from okta_flex_sync.storage import findings as findings_db
 from okta_flex_sync.storage import history as history_db
 from okta_flex_sync.storage import log_events as log_db
 from okta_flex_sync.storage import mirror as mirror_db
 from okta_flex_sync.storage import runs as runs_db
 from okta_flex_sync.storage import staging as staging_db
 from okta_flex_sync.storage.common import storable_text
+from okta_flex_sync.storage.finding_delta import store_findings_with_delta
 
 log = logging.getLogger(__name__)
 
@@ -405,7 +405,8 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
         findings = reconcile(users, live_assignments, workers, role_source=s.role_source, valid_roles=s.valid_role_set,
                              find_owner=find_owner)
         reconcile_seconds = time.perf_counter() - started
-        findings_db.store_findings(conn, ctx.run_id, findings)
+        delta = store_findings_with_delta(conn, ctx.run_id, findings, started_at=ctx.started_at,
+                                          org_url=ctx.org_url, workspace_sid=s.twilio_workspace_sid)
         problems = staging_db.problem_records(conn, ctx.run_id)
 
         counts = {"okta_users": mirror_db.count_mirror(conn), "assigned_users": len(assignments), "workers": len(workers),
@@ -413,6 +414,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
                   "findings": len(findings), "skipped_records": len(extracted.skipped), "log_events": extracted.log_events, "pages": extracted.pages,
                   "problem_records": problems[0], "skipped_sample": (extracted.skipped + problems[1])[:200],
                   "summary": summarize(findings), "roles": history_db.role_counts(conn), "requests": extracted.requests,
+                  "delta": delta,
                   "timings": {**_pure_timings(extracted.normalize_seconds, diff_seconds, reconcile_seconds),
                               "listings": extracted.listing_seconds}}
         marks = {}
@@ -494,7 +496,7 @@ class NightlySync:
         params = {"full": full, "apply": self.apply, "max_changes": self.max_changes,
                   "updated_since": since.isoformat() if since else None}
         run_id, started = runs_db.open_run(self.engine, flow=self.flow_name, org_url=self.settings.okta_org_url,
-                                         parameters=params)
+                                           parameters=params, workspace_sid=self.settings.twilio_workspace_sid)
         self.ctx = SyncContext(self.settings, self.engine, run_id, started, self.settings.okta_org_url, full, since,
                                log_since=log_window(self.engine, self.settings, started),
                                progress=self.progress or (lambda *a: None))

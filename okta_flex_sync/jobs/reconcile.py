@@ -9,11 +9,11 @@ from okta_flex_sync.jobs.nightly import likely_orphan_names
 from okta_flex_sync.jobs.report import report
 from okta_flex_sync.redaction import redact
 from okta_flex_sync.settings import Settings
-from okta_flex_sync.storage import findings as findings_db
 from okta_flex_sync.storage import history as history_db
 from okta_flex_sync.storage import mirror as mirror_db
 from okta_flex_sync.storage import runs as runs_db
 from okta_flex_sync.storage import staging as staging_db
+from okta_flex_sync.storage.finding_delta import store_findings_with_delta
 
 
 def reconcile_stored(engine: Engine, settings: Settings, run_id: str, source_run_id: str) -> dict:
@@ -30,11 +30,13 @@ def reconcile_stored(engine: Engine, settings: Settings, run_id: str, source_run
         live = [a for uid, a in assignments.items() if uid in users]
         findings = reconcile(users, live, workers, role_source=settings.role_source, valid_roles=settings.valid_role_set,
                              find_owner=mirror_db.owner_finder(conn, likely_orphan_names(workers, live)))
-        findings_db.store_findings(conn, run_id, findings)
+        run = runs_db.get_run(conn, run_id)
+        delta = store_findings_with_delta(conn, run_id, findings, started_at=run["started_at"],
+                                          org_url=run["org_url"], workspace_sid=run.get("workspace_sid"))
         counts = {k: v for k, v in (source["counts"] or {}).items() if k in ("okta_users", "skipped_sample")}
         counts.update({"assigned_users": len(assignments), "workers": len(workers), "findings": len(findings),
                        "summary": summarize(findings), "roles": history_db.role_counts(conn),
-                       "source_run_id": source_run_id})
+                       "source_run_id": source_run_id, "delta": delta})
         runs_db.finish_run(conn, run_id, status="succeeded", counts=counts)
     return counts
 
@@ -50,7 +52,8 @@ def reconcile_latest(settings: Settings, *, source_run_id: str | None = None) ->
                 raise LookupError("no successful nightly run to reconcile; run `okta-flex-sync run` first")
             source_run_id = last["run_id"]
         run_id, _ = runs_db.open_run(engine, flow="reconcile", org_url=settings.okta_org_url,
-                                   parameters={"source_run_id": source_run_id})
+                                   parameters={"source_run_id": source_run_id},
+                                   workspace_sid=settings.twilio_workspace_sid)
         try:
             reconcile_stored(engine, settings, run_id, source_run_id)
         except BaseException as exc:

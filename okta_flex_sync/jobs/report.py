@@ -8,9 +8,9 @@ from sqlalchemy import Engine
 
 from okta_flex_sync.reports.document import build_report, run_report_dir, write_reports
 from okta_flex_sync.settings import Settings
-from okta_flex_sync.storage import findings as findings_db
 from okta_flex_sync.storage import runs as runs_db
 from okta_flex_sync.storage.common import utcnow
+from okta_flex_sync.storage.finding_delta import run_delta
 
 
 def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: datetime | None = None,
@@ -21,13 +21,16 @@ def report(engine: Engine, settings: Settings, run_id: str, *, generated_at: dat
         run = runs_db.get_run(conn, run_id)
         if run is None:
             raise LookupError(f"no run with id {run_id!r}")
-        findings = findings_db.load_findings(conn, run_id)
+        delta, findings, resolved = run_delta(conn, run)
         trend = [{"run_id": r["run_id"], "started_at": r["started_at"].isoformat(),
-                  "summary": (r["counts"] or {}).get("summary", {}), "roles": (r["counts"] or {}).get("roles", {})}
+                  "summary": (r["counts"] or {}).get("summary", {}), "roles": (r["counts"] or {}).get("roles", {}),
+                  "delta": (r["counts"] or {}).get("delta")}
                  for r in reversed(runs_db.recent_runs(conn, limit=30)) if r["started_at"] <= run["started_at"]]
     counts = run["counts"] or {}
     doc = build_report(run_id, generated_at or utcnow(), counts, findings, trend=trend,
-                       skipped=counts.get("skipped_sample", []), mode=mode)
+                       skipped=counts.get("skipped_sample", []), mode=mode, delta=delta, resolved=resolved,
+                       org_url=run.get("org_url"), workspace_sid=run.get("workspace_sid"),
+                       max_changes=settings.max_changes)
     paths = write_reports(doc, run_report_dir(Path(settings.report_dir), run_id), formats=formats)
     return doc, paths
 

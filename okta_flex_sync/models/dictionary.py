@@ -50,6 +50,7 @@ DICTIONARY: dict[str, Entry] = {
         "counts": ("json", "Counts and timings of the run (users, assignments, workers, requests, findings, …)."),
         "watermarks": ("json", "Watermarks the run read and wrote."),
         "error": ("text", "One-line error of a failed or aborted run, else NULL."),
+        "workspace_sid": ("text", "TaskRouter workspace SID the run read (`WS…`), or NULL; runs are compared with the previous run of the same org and workspace."),
     }),
     "staged_okta_users": Entry("table", "Normalized Okta users as one run pulled them (kept STAGING_RETENTION_RUNS runs).",
                                {"run_id": _RUN, **_USER_COLUMNS}),
@@ -124,6 +125,9 @@ DICTIONARY: dict[str, Entry] = {
         "field": ("text", "Worker attribute that differs (roles, full_name, email, image_url), or NULL."),
         "expected": ("text", "What Okta says the value should be."),
         "actual": ("text", "What the worker holds."),
+        "status": ("text", "new (first reported by this run) or persisting (also reported by the previous run of the same org and workspace); NULL for rows written before revision 0004."),
+        "first_seen_run_id": ("text", "First run of the unbroken series of runs that reported this finding (same kind and worker, or user where there is no worker)."),
+        "first_seen_at": ("timestamp", "Start time (UTC) of that first run: how long the finding has been open."),
     }),
     "repair_audit": Entry("table", "Every worker write attempted by `run --apply`.", {
         "id": ("integer", "Row id."),

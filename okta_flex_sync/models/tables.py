@@ -54,6 +54,9 @@ sync_runs = Table(
     Column("counts", JSON, nullable=False, default=dict),
     Column("watermarks", JSON, nullable=False, default=dict),
     Column("error", Text, nullable=True),
+    # The TaskRouter workspace the run reconciled (NULL for runs before migration 0004): the run-to-run
+    # delta compares a run only with earlier runs of the same org and workspace.
+    Column("workspace_sid", String(64), nullable=True),
     Index("ix_sync_runs_started_at", "started_at"),
 )
 
@@ -186,6 +189,11 @@ drift_findings = Table(
     Column("field", String(40), nullable=True),
     Column("expected", Text, nullable=True),
     Column("actual", Text, nullable=True),
+    # Run-to-run delta (migration 0004; NULL on rows written before it): "new" or "persisting", and
+    # the first run of the unbroken series of runs that reported this finding.
+    Column("status", String(12), nullable=True),
+    Column("first_seen_run_id", RunId, nullable=True),
+    Column("first_seen_at", DateTime, nullable=True),
     Index("ix_drift_findings_run", "run_id", "kind"),
 )
 

@@ -1,7 +1,8 @@
 """Drift reports: one JSON document, rendered as JSON, CSV, HTML and Markdown.
 
-Pure code (stdlib + `okta_flex_sync.models.records` only): no Prefect, SQLAlchemy or httpx, so every renderer
-can be tested on hand-built findings.  Okta profile values and worker attributes are
+Pure code (stdlib, jinja2, `okta_flex_sync.models.records` and the pure `okta_flex_sync.reports` helpers): no
+Prefect, SQLAlchemy or httpx, so every renderer can be tested on hand-built findings.  The HTML
+is `okta_flex_sync/reports/templates/report.html.j2` with `report.css` inlined.  Okta profile values and worker attributes are
 attacker-controllable text (issue 8), so each renderer neutralises what its reader would
 otherwise execute: formulas in spreadsheets, markup and script in browsers, syntax in Markdown.
 """
@@ -9,8 +10,10 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import html
+import importlib.resources
 import io
 import json
 import logging
@@ -22,14 +25,26 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import jinja2
+from markupsafe import Markup
+
 from okta_flex_sync.core import fastjson
 from okta_flex_sync.core.reconcile import summarize
 from okta_flex_sync.models.records import FINDING_KINDS, KIND_RANK, SEVERITIES, Finding
+from okta_flex_sync.reports.guide import guide_for, next_steps
+from okta_flex_sync.reports.links import (
+    okta_admin_base,
+    okta_user_url,
+    twilio_worker_url,
+)
 
 logger = logging.getLogger(__name__)
 
 FINDING_FIELDS = ("kind", "severity", "okta_user_id", "login", "app_username", "worker_sid",
                   "field", "expected", "actual")
+DELTA_FIELDS = ("status", "first_seen_run_id", "first_seen_at")
+DELTA_STATUSES = ("new", "persisting")
+DEFAULT_MAX_CHANGES = 25
 COUNT_KEYS = ("okta_users", "assigned_users", "workers")
 TREND_ROLES = ("admin", "supervisor", "agent")
 REPORT_FORMATS = ("json", "csv", "html", "md")
@@ -71,15 +86,31 @@ class InvalidRunId(ReportError, ValueError):
 
 def build_report(run_id: str, generated_at: datetime, counts: Mapping, findings: Sequence[Finding],
                  *, trend: Sequence[Mapping] = (), skipped: Sequence[Mapping] = (),
-                 mode: str = "dry-run") -> dict:
-    """The drift.json document every renderer reads; findings sorted high severity first."""
-    rows = sorted((_finding_dict(f) for f in findings), key=_finding_sort_key)
+                 mode: str = "dry-run", delta: Mapping | None = None, resolved: Sequence[Mapping] = (),
+                 org_url: str | None = None, workspace_sid: str | None = None,
+                 max_changes: int = DEFAULT_MAX_CHANGES) -> dict:
+    """The drift.json document every renderer reads; findings sorted high severity first.
+
+    Findings without a `status` (hand-built, or a run without a previous one) count as new, first
+    seen in this run.  `delta` supplies the previous run's id; its counts are recomputed from the
+    findings and `resolved` so they always add up."""
+    run_id = _scrub(str(run_id))
+    rows = sorted((_finding_dict(f, run_id) for f in findings), key=_finding_sort_key)
+    gone = sorted((_finding_dict(f, None) for f in resolved), key=_finding_sort_key)
+    new = sum(1 for f in rows if f["status"] == "new")
     return {
-        "run_id": _scrub(str(run_id)),
+        "run_id": run_id,
         "generated_at": _iso(generated_at),
         "counts": {k: int(counts.get(k) or 0) for k in COUNT_KEYS},
+        "delta": {"previous_run_id": _opt_text((delta or {}).get("previous_run_id")), "new": new,
+                  "resolved": len(gone), "persisting": len(rows) - new},
         "summary": summarize(rows),
         "findings": rows,
+        "resolved": gone,
+        "next_steps": next_steps(rows, max_changes=max_changes),
+        "max_changes": int(max_changes),
+        "links": {"okta_admin": okta_admin_base(org_url),
+                  "workspace_sid": _opt_text(workspace_sid) if workspace_sid else None},
         "trend": _sorted_trend(trend),
         "skipped": [_skipped_dict(s) for s in skipped],
         "mode": _scrub(str(mode)),
@@ -97,13 +128,24 @@ def high_findings(report: Mapping) -> list[dict]:
     return [f for f in report["findings"] if f["severity"] == "high"]
 
 
-def _finding_dict(finding: Finding | Mapping) -> dict:
+def _finding_dict(finding: Finding | Mapping, run_id: str | None) -> dict:
+    """`run_id` given: a finding of this run (with status and first sighting); None: a resolved one."""
     # Mappings too, so the CLI can rebuild a report from stored rows without making Findings.
     raw = finding.as_dict() if isinstance(finding, Finding) else finding
-    return {k: _opt_text(raw.get(k)) for k in FINDING_FIELDS} | {
+    row = {k: v if v is None or (type(v) is str and v.isprintable()) else _scrub(str(v))
+           for k, v in zip(FINDING_FIELDS, map(raw.get, FINDING_FIELDS))} | {
         "kind": _scrub(str(raw.get("kind") or "unknown")),
         "severity": _scrub(str(raw.get("severity") or "info")),
     }
+    first_at = raw.get("first_seen_at")
+    first = {"first_seen_run_id": _opt_text(raw.get("first_seen_run_id")),
+             "first_seen_at": _iso(first_at) if isinstance(first_at, datetime) else _opt_text(first_at)}
+    if run_id is None:
+        return row | first
+    status = raw.get("status") if raw.get("status") in DELTA_STATUSES else "new"
+    if status == "new" and first["first_seen_run_id"] in (None, run_id):
+        first["first_seen_run_id"] = run_id
+    return row | {"status": status} | first
 
 
 def _finding_sort_key(f: Mapping) -> tuple:
@@ -118,9 +160,12 @@ def _trend_entry(entry: Mapping) -> dict:
     roles = dict.fromkeys(TREND_ROLES, 0)
     roles.update({_scrub(str(k)): int(v or 0) for k, v in (entry.get("roles") or {}).items()})
     started = entry.get("started_at")
+    delta = entry.get("delta")
     return {"run_id": _scrub(str(entry.get("run_id") or "")),
             "started_at": _iso(started) if isinstance(started, datetime) else _opt_text(started),
-            "summary": summary, "roles": roles}
+            "summary": summary, "roles": roles,
+            "delta": {k: int(delta.get(k) or 0) for k in ("new", "resolved", "persisting")}
+            if isinstance(delta, Mapping) else None}
 
 
 def _sorted_trend(trend: Sequence[Mapping]) -> list[dict]:
@@ -203,9 +248,18 @@ def render_csv(report: Mapping) -> str:
     """UTF-8 CSV with a BOM so Excel detects the encoding; one row per finding."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(FINDING_FIELDS)
+    cols = FINDING_FIELDS + DELTA_FIELDS
+    writer.writerow(cols)
+
+    def cell(value):  # csv_cell's result, without its work for plain text (most cells)
+        if value is None:
+            return ""
+        if type(value) is str and value[:1].isalnum() and value.isprintable() and len(value) <= CSV_CELL_CHARS:
+            return value
+        return csv_cell(value)
+
     for f in report["findings"]:
-        writer.writerow([csv_cell(f.get(k)) for k in FINDING_FIELDS])
+        writer.writerow([cell(f.get(k)) for k in cols])
     return "\ufeff" + buf.getvalue()
 
 
@@ -232,8 +286,10 @@ def render_markdown(report: Mapping) -> str:
     lines = [
         f"# Okta → Flex drift report {md_escape(report['run_id'])}",
         "",
-        f"Generated {md_escape(report['generated_at'])} · mode {md_escape(report.get('mode', ''))}",
+        f"Generated {md_escape(report['generated_at'])} · mode {md_escape(report.get('mode', ''))} "
+        f"({md_escape(mode_meaning(report.get('mode', '')), 200)})",
         "",
+        *_md_delta_section(report),
         "| Okta users | Assigned users | Workers | Findings | High severity |",
         "|---:|---:|---:|---:|---:|",
         f"| {counts['okta_users']} | {counts['assigned_users']} | {counts['workers']} "
@@ -247,9 +303,54 @@ def render_markdown(report: Mapping) -> str:
         "",
     ]
     lines += _md_high_section(high)
+    lines += _md_next_steps(report)
     if report.get("skipped"):
-        lines += ["", f"{len(report['skipped'])} source records could not be parsed and were skipped."]
+        lines += ["", skipped_sentence(len(report["skipped"]))]
     return "\n".join(lines) + "\n"
+
+
+MODE_MEANINGS = {
+    "dry-run": "nothing was changed in TaskRouter; run with --apply to repair",
+    "apply": "workers were repaired within --max-changes; see repair_audit",
+}
+
+
+def mode_meaning(mode: str) -> str:
+    return MODE_MEANINGS.get(mode, "")
+
+
+def skipped_sentence(n: int) -> str:
+    return (f"{n} source record(s) had problems: records without a usable id were left out, the others "
+            f"were kept with their bad values cleaned (see the notes).")
+
+
+def _md_delta_section(report: Mapping) -> list[str]:
+    """What is new, what got resolved, what is still open, by severity."""
+    d = report.get("delta") or {}
+    new_sev = severity_counts([f for f in report["findings"] if f.get("status") == "new"])
+    gone_sev = severity_counts(report.get("resolved") or [])
+    open_sev = severity_counts(report["findings"])
+    since = (f"since run {md_escape(d.get('previous_run_id'))}" if d.get("previous_run_id")
+             else "first report for this org and workspace: every finding is new")
+    lines = [f"**{d.get('new', 0)} new, {d.get('resolved', 0)} resolved, {len(report['findings'])} open** ({since})",
+             "", "| | " + " | ".join(SEVERITIES) + " |", "|---|" + "---:|" * len(SEVERITIES)]
+    for label, counts in (("New", new_sev), ("Resolved", gone_sev), ("Open", open_sev)):
+        lines.append(f"| {label} | " + " | ".join(str(counts.get(s, 0)) for s in SEVERITIES) + " |")
+    return lines + [""]
+
+
+def _md_next_steps(report: Mapping) -> list[str]:
+    steps = report.get("next_steps") or []
+    if not steps:
+        return []
+    out = ["", "## What to do", ""]
+    for step in steps:
+        remedy = md_escape(step["remedy"], 400)
+        for cmd in step.get("commands") or []:  # our own text: commands shown as code
+            remedy = remedy.replace(md_escape(cmd, 400), f"`{cmd}`")
+        out.append(f"- **{md_escape(step['kind'])}** ({step['count']} open, {step['new']} new): "
+                   f"{md_escape(step['meaning'], 400)} {remedy}")
+    return out
 
 
 def _md_high_section(high: Sequence[Mapping]) -> list[str]:
@@ -285,49 +386,25 @@ KIND_COLORS = {
 }
 ROLE_COLORS = {"admin": "#b91c1c", "supervisor": "#d97706", "agent": "#2563eb"}
 OTHER_COLOR = "#9ca3af"
-_TABLE_COLS = ("severity", "kind", "login", "app_username", "okta_user_id", "worker_sid",
-               "field", "expected", "actual")
-
-_CSS = """
-:root{color-scheme:light;--fg:#1f2937;--muted:#6b7280;--line:#e5e7eb;--bg:#f8fafc}
-*{box-sizing:border-box}
-body{margin:0;padding:24px;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;
- color:var(--fg);background:var(--bg)}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 10px}
-.meta{color:var(--muted);margin:0 0 18px;overflow-wrap:anywhere}
-.cards{display:flex;flex-wrap:wrap;gap:12px}
-.card{background:#fff;border:1px solid var(--line);border-radius:8px;padding:12px 16px;min-width:140px}
-.card b{display:block;font-size:24px}.card span{color:var(--muted)}
-.card.alert{border-color:#fca5a5;background:#fef2f2}.card.alert b{color:#b91c1c}
-table{border-collapse:collapse;background:#fff;border:1px solid var(--line);width:100%}
-th,td{text-align:left;padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top;
- overflow-wrap:anywhere;max-width:28ch}
-th{background:#f1f5f9;position:sticky;top:0}
-td.num,th.num{text-align:right}
-table.kinds{width:auto}tr.zero td{color:#9ca3af}
-.sev{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;color:#fff}
-.sev-high{background:#b91c1c}.sev-medium{background:#d97706}.sev-low{background:#2563eb}
-.sev-info{background:#64748b}.sev-other{background:#9ca3af}
-.swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px}
-.charts{display:flex;flex-wrap:wrap;gap:16px}
-.chart{background:#fff;border:1px solid var(--line);border-radius:8px;padding:8px 12px}
-.chart h3{font-size:14px;margin:4px 0}
-.legend{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;color:var(--muted);max-width:700px}
-.filters{display:flex;flex-wrap:wrap;gap:10px;align-items:center;margin:0 0 10px}
-.filters input,.filters select{font:inherit;padding:4px 8px;border:1px solid #cbd5e1;border-radius:6px}
-.filters input{min-width:260px}
-.empty{color:var(--muted)}
-"""
 
 # Applies the filter from the form or from the URL hash (#q=…&kind=…&severity=…), so a link
-# can carry a filter and headless tests can observe it with --dump-dom.
+# can carry a filter and headless tests can observe it with --dump-dom.  A row is searched by
+# its text, the full values of truncated cells (their titles) and the ids it does not show.
 _JS = """
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("findings-data").textContent);
-  var fields = data.fields, rows = document.querySelectorAll("#findings tbody tr");
-  var hay = data.findings.map(function (f) {
-    return fields.map(function (k) { return f[k] == null ? "" : String(f[k]); }).join("\\n").toLowerCase();
+  var rows = document.querySelectorAll("#findings tbody tr[data-i]");
+  var kinds = Array.prototype.map.call(rows, function (row) {
+    var section = row.closest("section");
+    return section ? section.getAttribute("data-kind") : "";
+  });
+  var hay = Array.prototype.map.call(rows, function (row) {
+    var parts = [row.textContent], titled = row.querySelectorAll("[title]");
+    for (var j = 0; j < titled.length; j++) { parts.push(titled[j].getAttribute("title")); }
+    var extra = data.rows[+row.getAttribute("data-i")];
+    if (extra) { parts.push(extra.join("\\n")); }
+    return parts.join("\\n").toLowerCase();
   });
   var q = document.getElementById("f-q"), kind = document.getElementById("f-kind"),
       sev = document.getElementById("f-severity"), shown = document.getElementById("shown-count");
@@ -336,7 +413,7 @@ _JS = """
     for (var i = 0; i < rows.length; i++) {
       var row = rows[i];
       var ok = i < hay.length && (!text || hay[i].indexOf(text) !== -1) &&
-               (!kind.value || row.getAttribute("data-kind") === kind.value) &&
+               (!kind.value || kinds[i] === kind.value) &&
                (!sev.value || row.getAttribute("data-severity") === sev.value);
       row.hidden = !ok;
       if (ok) { n++; }
@@ -353,6 +430,9 @@ _JS = """
   }
   function fromHash() {
     var p = new URLSearchParams(location.hash.replace(/^#/, ""));
+    if (!p.has("q") && !p.has("kind") && !p.has("severity")) {
+      if (location.hash.length > 1 && document.getElementById(location.hash.slice(1))) { return; }  // an in-page link
+    }
     q.value = p.get("q") || "";
     kind.value = p.get("kind") || "";
     sev.value = p.get("severity") || "";
@@ -364,46 +444,223 @@ _JS = """
   window.addEventListener("hashchange", fromHash);
   document.getElementById("filters").hidden = false;
   fromHash();
+  if (!document.body.hasAttribute("data-shown")) { apply(false); }
   document.body.setAttribute("data-js", "ready");
 })();
 """
+# Fields a row of the tables by kind does not show but a search should find.
+_SEARCH_ONLY = ("okta_user_id", "app_username")
+BRIEF_ROWS = 50  # rows of the new / resolved / high-severity tables
+GROUP_ROWS = 2_000  # users and workers in the grouped view (each carries two console links)
+
+
+@functools.cache
+def _template():
+    """The Jinja template and its CSS, from the package (works from a wheel or a checkout)."""
+    folder = importlib.resources.files("okta_flex_sync.reports") / "templates"
+    env = jinja2.Environment(autoescape=True, trim_blocks=False, lstrip_blocks=False,
+                             undefined=jinja2.StrictUndefined)
+    template = env.from_string((folder / "report.html.j2").read_text(encoding="utf-8"))
+    return template, (folder / "report.css").read_text(encoding="utf-8")
 
 
 def render_html(report: Mapping) -> str:
     """One self-contained, script-inert page: data escaped, CSP allows only our own script."""
+    template, css = _template()
     script_hash = base64.b64encode(hashlib.sha256(_JS.encode()).digest()).decode()
     csp = (f"default-src 'none'; script-src 'sha256-{script_hash}'; style-src 'unsafe-inline'; "
            "img-src 'none'; base-uri 'none'; form-action 'none'")
-    findings = report["findings"]
-    title = f"Drift report {truncate(printable(report['run_id']), 60)}"
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{_text(csp)}">',
-        '<meta name="referrer" content="no-referrer">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_text(title)}</title>",
-        f"<style>{_CSS}</style></head>",
-        "<body>",
-        "<h1>Okta → Flex drift report</h1>",
-        f'<p class="meta">Run <code>{_cell_html(report["run_id"], 80)}</code> · generated '
-        f'{_text(report["generated_at"])} · mode <b>{_cell_html(report.get("mode", ""), 40)}</b></p>',
-        _cards_html(report),
-        "<h2>Findings by kind</h2>",
-        _kinds_table_html(report["summary"]),
-        "<h2>High-severity findings</h2>",
-        _high_html(high_findings(report)),
-        "<h2>Recent runs</h2>",
-        _charts_html(report.get("trend") or []),
-        f'<h2>All findings (<span id="shown-count">{len(findings)}</span> of {len(findings)} shown)</h2>',
-        _filters_html(report),
-        _findings_table_html(findings, table_id="findings"),
-        _skipped_html(report.get("skipped") or []),
-        f'<script type="application/json" id="findings-data">{_json_for_script(findings)}</script>',
-        f"<script>{_JS}</script>",
-        "</body></html>",
-    ]
-    return "\n".join(parts) + "\n"
+    return template.render(**_html_view(report), csp=csp, css=Markup(css), js=Markup(_JS)) + "\n"
+
+
+def _html_view(report: Mapping) -> dict:
+    """Everything the template shows, as plain values (the template escapes them)."""
+    findings, resolved = report["findings"], report.get("resolved") or []
+    delta = report.get("delta") or {"previous_run_id": None, "new": len(findings), "resolved": 0, "persisting": 0}
+    links = report.get("links") or {}
+    groups, group_of, groups_total = _groups(findings, links)
+    rows = [_row(i, f, group_of) for i, f in enumerate(findings)]
+    new_rows = [r for r in rows if r["status"] == "new"]
+    high_rows = [r for r in rows if r["severity"] == "high"]
+    for r in new_rows[:BRIEF_ROWS] + high_rows[:HTML_HIGH_ROWS]:  # the one-line detail, only where shown
+        r["detail"] = _detail(findings[r["i"]], guide_for(r["kind"]).columns)
+    sev = severity_counts
+    new_sev = sev([f for f in findings if f.get("status") == "new"])
+    delta_rows = [("New", new_sev, delta["new"]), ("Resolved", sev(resolved), len(resolved)),
+                  ("Open", sev(findings), len(findings))]
+    counts, skipped = report["counts"], report.get("skipped") or []
+    kept = sum(1 for s in skipped if (s.get("reason") or "").startswith("kept, but"))
+    population = [("Okta users", counts["okta_users"]), ("Flex-assigned users", counts["assigned_users"]),
+                  ("TaskRouter workers", counts["workers"])]
+    if skipped:
+        population.append(("source records with problems", len(skipped)))
+    steps = report.get("next_steps") or []
+    step_by_kind = {s["kind"]: s for s in steps}
+    return {
+        "title": f"Drift report {truncate(printable(report['run_id']), 60)}",
+        "run_id": _cell(report["run_id"], 80), "generated_at": printable(report["generated_at"]),
+        "mode": _cell(report.get("mode", ""), 40), "mode_meaning": mode_meaning(report.get("mode", "")),
+        "previous_run_id": _cell(delta.get("previous_run_id"), 80) if delta.get("previous_run_id") else None,
+        "delta": delta, "new_high": new_sev.get("high", 0), "open_total": len(findings),
+        "open_high": sev(findings).get("high", 0), "delta_rows": delta_rows, "severities": SEVERITIES,
+        "population": population,
+        "new_rows": new_rows[:BRIEF_ROWS], "new_total": len(new_rows),
+        "resolved_rows": [_row(i, f, {}) | {"detail": _detail(f, guide_for(f["kind"]).columns)}
+                          for i, f in enumerate(resolved[:BRIEF_ROWS])],
+        "resolved_total": len(resolved),
+        "high_rows": high_rows[:HTML_HIGH_ROWS], "high_total": len(high_rows),
+        "steps": [s | {"color": KIND_COLORS.get(s["kind"], OTHER_COLOR), "remedy": _remedy_parts(s)}
+                  for s in steps],
+        "max_changes": _max_changes_note(report),
+        "charts": _charts(report.get("trend") or []),
+        "trend_rows": _trend_rows(report.get("trend") or []),
+        "kinds": [{"kind": k, "anchor": _anchor(k), "count": n, "color": KIND_COLORS.get(k, OTHER_COLOR),
+                   "new": step_by_kind.get(k, {}).get("new", 0), "meaning": guide_for(k).meaning}
+                  for k, n in report["summary"].items()],
+        "groups": groups, "groups_total": groups_total,
+        "total": len(findings), "filters": Markup(_filters_html(report)),
+        "sections": _sections(rows, step_by_kind),
+        "problems": [{"source": _cell(s.get("source")), "id": _cell(s.get("id")),
+                      "outcome": "kept, values cleaned" if (s.get("reason") or "").startswith("kept, but")
+                      else "left out", "detail": _cell(_problem_detail(s.get("reason")))} for s in skipped],
+        "problems_note": (f"{len(skipped) - kept} record(s) had no usable id and were left out of the run; "
+                          f"{kept} were kept with the values that could not be read cleaned or dropped."),
+        "data": Markup(json_for_script({"fields": list(_SEARCH_ONLY), "rows": [_search_only(f) for f in findings]})),
+    }
+
+
+def _search_only(f: Mapping) -> list[str]:
+    """The ids a row does not show; the app username only when it is not the login shown."""
+    app = f.get("app_username") or ""
+    return [f.get("okta_user_id") or "", "" if app == f.get("login") else app]
+
+
+def _max_changes_note(report: Mapping) -> int:
+    return int(report.get("max_changes") or DEFAULT_MAX_CHANGES)
+
+
+def _problem_detail(reason: str | None) -> str | None:
+    if reason and reason.startswith("kept, but "):
+        return reason[len("kept, but "):]
+    return reason
+
+
+def _anchor(kind: str) -> str:
+    return re.sub(r"[^a-z0-9_-]", "-", kind.lower())[:60] or "kind"
+
+
+_NONE_CELL = {"text": "(none)", "title": None}  # an empty value: no roles, no name
+
+
+def _cell(value, limit: int = HTML_CELL_CHARS) -> dict | None:
+    """Display text, cut to `limit` with the full value as a tooltip; None shows as a dash."""
+    if value is None:
+        return None
+    text = printable(str(value))
+    if not text:
+        return _NONE_CELL
+    if len(text) <= limit:
+        return {"text": text, "title": None}
+    return {"text": truncate(text, limit), "title": text}
+
+
+def _since(f: Mapping) -> str | None:
+    if f.get("status") != "persisting":
+        return None
+    first = f.get("first_seen_at") or ""
+    return printable(first[:10]) if len(first) >= 10 else None
+
+
+def _detail(f: Mapping, columns) -> str:
+    """The kind's columns as one line, e.g. "Roles Okta grants: agent · Elevated roles on the worker: admin"."""
+    parts = [f"{header}: {truncate(printable(f[field]), 60) or _NONE_CELL['text']}" for header, field in columns
+             if f.get(field) is not None]
+    return " · ".join(parts)
+
+
+def _row(i: int, f: Mapping, group_of: Mapping) -> dict:
+    g = guide_for(f["kind"])
+    user = f.get("login") or f.get("okta_user_id")
+    return {"i": i, "kind": f["kind"], "severity": f["severity"], "status": f.get("status") or "new",
+            "since": _since(f), "user": _cell(user), "worker": _cell(f.get("worker_sid"), 40),
+            "group": group_of.get(_entity(f)), "detail": "",
+            "cols": [_cell(f.get(field)) for _header, field in g.columns]}
+
+
+def _sections(rows: list[dict], step_by_kind: Mapping) -> list[dict]:
+    """Consecutive rows of one kind (findings are sorted by severity, then kind)."""
+    sections: list[dict] = []
+    for row in rows:
+        if not sections or sections[-1]["kind"] != row["kind"]:
+            g = guide_for(row["kind"])
+            step = step_by_kind.get(row["kind"])
+            sections.append({"kind": row["kind"], "anchor": _anchor(row["kind"]), "severity": row["severity"],
+                             "color": KIND_COLORS.get(row["kind"], OTHER_COLOR), "meaning": g.meaning,
+                             "remedy": _remedy_parts(step) if step else [(g.remedy, False)],
+                             "headers": [h for h, _field in g.columns], "rows": []})
+        sections[-1]["rows"].append(row)
+    return sections
+
+
+def _remedy_parts(step: Mapping) -> list[tuple[str, bool]]:
+    """The remedy text split so its commands render as code."""
+    text, parts = step["remedy"], []
+    for cmd in step.get("commands") or []:
+        before, found, text = text.partition(cmd)
+        if not found:
+            text = before
+            continue
+        parts += [(before, False), (cmd, True)]
+    return [p for p in parts + [(text, False)] if p[0]]
+
+
+def _entity(f: Mapping) -> tuple[str, str]:
+    return (f.get("okta_user_id") or f.get("login") or "", f.get("worker_sid") or "")
+
+
+def _groups(findings: Sequence[Mapping], links: Mapping) -> tuple[list[dict], dict, int]:
+    """Findings grouped by (Okta user, worker), most severe and most findings first, capped."""
+    by: dict[tuple[str, str], list[Mapping]] = {}
+    for f in findings:
+        by.setdefault(_entity(f), []).append(f)
+    order = sorted(by, key=lambda k: (min(_SEVERITY_RANK.get(f["severity"], 9) for f in by[k]), -len(by[k]), k))
+    shown = order[:GROUP_ROWS]
+    admin, workspace = links.get("okta_admin"), links.get("workspace_sid")
+    groups, group_of = [], {}
+    for n, key in enumerate(shown):
+        fs = by[key]
+        first = fs[0]
+        anchor = f"g-{n}"
+        group_of[key] = anchor
+        user_id = first.get("okta_user_id")
+        groups.append({
+            "anchor": anchor, "user": _cell(first.get("login") or user_id or first.get("app_username")),
+            "okta_user_id": _cell(user_id, 40) if user_id and first.get("login") else None,
+            "okta_url": okta_user_url(admin, user_id), "worker": _cell(first.get("worker_sid"), 40),
+            "twilio_url": twilio_worker_url(workspace, first.get("worker_sid")),
+            "findings": [{"kind": f["kind"], "severity": f["severity"], "status": f.get("status"),
+                          "detail": _detail(f, guide_for(f["kind"]).columns)} for f in fs],
+        })
+    return groups, group_of, len(order)
+
+
+def _trend_rows(trend: Sequence[Mapping]) -> list[dict]:
+    out = []
+    for t in list(trend)[-TREND_RUNS:][::-1]:
+        d = t.get("delta") or {}
+        out.append({"run_id": _cell(t["run_id"], 40), "started": printable(_run_label(t)),
+                    "total": sum(t["summary"].values()), "new": d.get("new", "—"), "resolved": d.get("resolved", "—")})
+    return out
+
+
+def _charts(trend: Sequence[Mapping]) -> dict | None:
+    runs = list(trend)[-TREND_RUNS:]
+    if not runs:
+        return None
+    kinds = [k for k in dict.fromkeys(k for r in runs for k in r["summary"]) if any(r["summary"][k] for r in runs)]
+    return {"findings": Markup(findings_chart_svg(runs)), "roles": Markup(roles_chart_svg(runs)),
+            "kind_legend": [(k, KIND_COLORS.get(k, OTHER_COLOR)) for k in kinds],
+            "role_legend": list(ROLE_COLORS.items())}
 
 
 def json_for_script(value) -> str:
@@ -413,71 +670,9 @@ def json_for_script(value) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def _json_for_script(findings: Sequence[Mapping]) -> str:
-    return json_for_script({"fields": list(FINDING_FIELDS), "findings": list(findings)})
-
-
 def _text(value) -> str:
     """Escaped for element text and quoted attribute values alike."""
     return html.escape(printable(str(value)), quote=True)
-
-
-def _cell_html(value: str | None, limit: int = HTML_CELL_CHARS) -> str:
-    """Escaped display text; a long value is cut, with the full (escaped) value in a tooltip."""
-    if value is None:
-        return '<span class="empty">—</span>'
-    text = printable(str(value))
-    if len(text) <= limit:
-        return html.escape(text, quote=True)
-    return f'<span title="{html.escape(text, quote=True)}">{html.escape(truncate(text, limit))}</span>'
-
-
-def _severity_badge(severity: str) -> str:
-    css = severity if severity in SEVERITIES else "other"
-    return f'<span class="sev sev-{css}">{_text(severity)}</span>'
-
-
-def _cards_html(report: Mapping) -> str:
-    counts, findings = report["counts"], report["findings"]
-    sev = severity_counts(findings)
-    cards = [("Okta users", counts["okta_users"], ""), ("Flex-assigned users", counts["assigned_users"], ""),
-             ("TaskRouter workers", counts["workers"], ""), ("Findings", len(findings), ""),
-             ("High severity", sev.get("high", 0), " alert" if sev.get("high") else ""),
-             ("Medium", sev.get("medium", 0), ""), ("Skipped records", len(report.get("skipped") or []), "")]
-    body = "".join(f'<div class="card{cls}"><b>{n}</b><span>{label}</span></div>' for label, n, cls in cards)
-    return f'<div class="cards">{body}</div>'
-
-
-def _kinds_table_html(summary: Mapping[str, int]) -> str:
-    rows = "".join(
-        f'<tr class="{"zero" if not n else ""}"><td><span class="swatch" '
-        f'style="background:{KIND_COLORS.get(kind, OTHER_COLOR)}"></span>{_text(kind)}</td>'
-        f'<td class="num">{int(n)}</td></tr>'
-        for kind, n in summary.items())
-    return ('<table class="kinds"><thead><tr><th>Kind</th><th class="num">Count</th></tr></thead>'
-            f"<tbody>{rows}</tbody></table>")
-
-
-def _high_html(high: Sequence[Mapping]) -> str:
-    if not high:
-        return '<p class="empty">No high-severity findings.</p>'
-    note = (f'<p class="meta">Showing the first {HTML_HIGH_ROWS} of {len(high)}; all are in the table below.</p>'
-            if len(high) > HTML_HIGH_ROWS else "")
-    return note + _findings_table_html(high[:HTML_HIGH_ROWS], table_id="high-findings")
-
-
-def _findings_table_html(findings: Sequence[Mapping], *, table_id: str) -> str:
-    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in _TABLE_COLS)
-    body = "".join(_finding_row_html(i, f) for i, f in enumerate(findings))
-    if not findings:
-        body = f'<tr><td colspan="{len(_TABLE_COLS)}" class="empty">No findings.</td></tr>'
-    return f'<table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def _finding_row_html(index: int, f: Mapping) -> str:
-    cells = [_severity_badge(f["severity"])] + [_cell_html(f.get(c)) for c in _TABLE_COLS[1:]]
-    return (f'<tr data-i="{index}" data-kind="{_text(f["kind"])}" data-severity="{_text(f["severity"])}">'
-            + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
 
 
 def _filters_html(report: Mapping) -> str:
@@ -494,38 +689,12 @@ def _filters_html(report: Mapping) -> str:
             "</div>")
 
 
-def _skipped_html(skipped: Sequence[Mapping]) -> str:
-    if not skipped:
-        return ""
-    rows = "".join(f"<tr><td>{_cell_html(s.get('source'))}</td><td>{_cell_html(s.get('id'))}</td>"
-                   f"<td>{_cell_html(s.get('reason'))}</td></tr>" for s in skipped)
-    return ("<h2>Skipped source records</h2><table><thead><tr><th>source</th><th>id</th><th>reason</th>"
-            f"</tr></thead><tbody>{rows}</tbody></table>")
-
 
 # --- SVG charts -------------------------------------------------------------------------------
 
 _CHART_W, _CHART_H = 560, 220
 _LABEL_PX = 76  # room for one "MM-DD HH:MM" axis label
 _PAD_L, _PAD_R, _PAD_T, _PAD_B = 44, 12, 12, 40
-
-
-def _charts_html(trend: Sequence[Mapping]) -> str:
-    runs = list(trend)[-TREND_RUNS:]
-    if not runs:
-        return '<p class="empty">No run history yet.</p>'
-    kinds = [k for k in dict.fromkeys(k for r in runs for k in r["summary"]) if any(r["summary"][k] for r in runs)]
-    kind_legend = "".join(_legend_item(KIND_COLORS.get(k, OTHER_COLOR), k) for k in kinds)
-    role_legend = "".join(_legend_item(c, r) for r, c in ROLE_COLORS.items())
-    return ('<div class="charts">'
-            f'<div class="chart"><h3>Findings per run, by kind</h3>{findings_chart_svg(runs)}'
-            f'<div class="legend">{kind_legend or "no findings in these runs"}</div></div>'
-            f'<div class="chart"><h3>Role holders per run</h3>{roles_chart_svg(runs)}'
-            f'<div class="legend">{role_legend}</div></div></div>')
-
-
-def _legend_item(color: str, label: str) -> str:
-    return f'<span><span class="swatch" style="background:{color}"></span>{_text(label)}</span>'
 
 
 def _nice_max(value: int) -> int:

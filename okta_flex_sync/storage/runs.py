@@ -38,12 +38,14 @@ def new_run_id(now: datetime | None = None) -> str:
 
 
 def open_run(engine: Engine, *, flow: str, org_url: str | None, parameters: dict,
-             run_id: str | None = None, started_at: datetime | None = None) -> tuple[str, datetime]:
+             run_id: str | None = None, started_at: datetime | None = None,
+             workspace_sid: str | None = None) -> tuple[str, datetime]:
     started_at = started_at or utcnow()
     run_id = run_id or new_run_id(started_at)
     with engine.begin() as conn:
         conn.execute(insert(sync_runs).values(run_id=run_id, flow=flow, org_url=org_url, started_at=started_at,
-                                              status="running", parameters=parameters, counts={}, watermarks={}))
+                                              status="running", parameters=parameters, counts={}, watermarks={},
+                                              workspace_sid=workspace_sid))
     return run_id, started_at
 
 

@@ -38,6 +38,7 @@ def task_report(job):
     outcome = job.report()
 
 
-    publish_artifacts(json.loads(outcome.report_paths["json"].read_text(encoding="utf-8")))
+    publish_artifacts(json.loads(outcome.report_paths["json"].read_text(encoding="utf-8")),
+                      location=f"{outcome.report_paths['json'].parent}/")
     return outcome
 

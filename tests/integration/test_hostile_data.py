@@ -281,7 +281,7 @@ def test_reports_stay_inert_and_readable(hostile_run):
         assert raw not in page, raw
     assert len(re.findall(r"<script\b", page)) == 2, "only the report's own JSON data and code blocks"
     assert not re.search(r"""(?:href|src|action)\s*=\s*["']?\s*javascript:""", page, re.IGNORECASE)
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page, "hostile names are shown, escaped"
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in page, "hostile names are shown, escaped"
 
     rows = list(csv.reader(io.StringIO(paths["csv"].read_text(encoding="utf-8-sig"))))
     assert all(len(r) == len(rows[0]) for r in rows), "no value breaks the CSV structure"

@@ -83,16 +83,20 @@ def test_json_document_has_exactly_the_spec_shape():
     doc = json.loads(render_json(report_for(hostile_findings("Bob"), trend=sample_trend())))
 
     assert {"run_id", "generated_at", "counts", "summary", "findings"} <= set(doc)
-    assert set(doc) - {"run_id", "generated_at", "counts", "summary", "findings"} <= {"trend", "skipped", "mode"}
+    assert set(doc) - {"run_id", "generated_at", "counts", "summary", "findings"} <= {
+        "trend", "skipped", "mode", "delta", "resolved", "next_steps", "links", "max_changes"}
+    assert doc["delta"] == {"previous_run_id": None, "new": 3, "resolved": 0, "persisting": 0}
     assert doc["run_id"] == "run-1" and doc["generated_at"] == "2026-03-01T12:30:00Z"
     assert doc["counts"] == COUNTS
     assert list(doc["summary"]) == list(FINDING_KINDS)
     assert doc["summary"]["privilege_escalation"] == 1 and doc["summary"]["orphan_worker"] == 0
     assert all(list(f) == ["kind", "severity", "okta_user_id", "login", "app_username", "worker_sid",
-                           "field", "expected", "actual"] for f in doc["findings"])
+                           "field", "expected", "actual", "status", "first_seen_run_id", "first_seen_at"]
+               for f in doc["findings"])
     missing = doc["findings"][-1]
     assert missing["kind"] == "missing_worker"
     assert (missing["worker_sid"], missing["field"], missing["expected"], missing["actual"]) == (None,) * 4
+    assert (missing["status"], missing["first_seen_run_id"], missing["first_seen_at"]) == ("new", "run-1", None)
 
 
 def test_counts_keep_only_the_three_spec_keys_and_default_to_zero():
@@ -113,7 +117,8 @@ def test_findings_may_be_stored_rows_as_mappings():
     row = {"kind": "orphan_worker", "severity": "medium", "worker_sid": "WK9", "extra": "ignored"}
     (f,) = build_report("r", GENERATED, COUNTS, [row])["findings"]
     assert f == {"kind": "orphan_worker", "severity": "medium", "okta_user_id": None, "login": None,
-                 "app_username": None, "worker_sid": "WK9", "field": None, "expected": None, "actual": None}
+                 "app_username": None, "worker_sid": "WK9", "field": None, "expected": None, "actual": None,
+                 "status": "new", "first_seen_run_id": "r", "first_seen_at": None}
 
 
 def test_lone_surrogates_cannot_break_utf8_output(tmp_path):
@@ -152,7 +157,9 @@ def test_findings_sorted_high_first_and_summary_adds_up(findings):
     doc = report_for(findings)
     ranks = [SEVERITIES.index(f["severity"]) if f["severity"] in SEVERITIES else 99 for f in doc["findings"]]
     assert ranks == sorted(ranks)
-    assert sorted(map(str, doc["findings"])) == sorted(str(f.as_dict()) for f in findings)
+    delta_free = [{k: v for k, v in f.items() if k not in ("status", "first_seen_run_id", "first_seen_at")}
+                  for f in doc["findings"]]
+    assert sorted(map(str, delta_free)) == sorted(str(f.as_dict()) for f in findings)
     assert sum(doc["summary"].values()) == len(findings)
     assert list(doc["summary"])[:len(FINDING_KINDS)] == list(FINDING_KINDS)
 
@@ -211,10 +218,12 @@ def test_csv_parses_back_with_the_csv_module(tmp_path):
     assert raw.startswith(b"\xef\xbb\xbf")
     with path.open(encoding="utf-8-sig", newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == list(reports.FINDING_FIELDS)
+    cols = ["kind", "severity", "okta_user_id", "login", "app_username", "worker_sid", "field", "expected", "actual",
+            "status", "first_seen_run_id", "first_seen_at"]
+    assert rows[0] == cols
     assert len(rows) == len(findings) + 1
     for row, f in zip(rows[1:], report["findings"]):
-        assert row == [csv_cell(f[k]) for k in reports.FINDING_FIELDS]
+        assert row == [csv_cell(f[k]) for k in cols]
     assert not _CONTROL.search(raw.decode("utf-8").replace("\r\n", ""))
 
 
@@ -256,7 +265,14 @@ def assert_page_is_inert(page: str, svg_count: int) -> Tags:
     assert not [(t, a) for t, a in tags.tags if any(k.startswith("on") for k in a)]
     assert not tags.named("img") and not tags.named("iframe") and not tags.named("object")
     assert len(tags.named("svg")) == svg_count
-    assert not [a for t, a in tags.tags for k, v in a.items() if k in ("src", "href", "action")]
+    assert not [a for t, a in tags.tags for k, v in a.items() if k in ("src", "action")]
+    # Links only to anchors on the page or to the Okta admin and Twilio consoles, never opening a reference.
+    for t, a in tags.tags:
+        if "href" in a:
+            assert t == "a" and (re.fullmatch(r"#[A-Za-z0-9_-]+", a["href"]) or (
+                re.fullmatch(r"https://[a-z0-9-]+-admin\.(okta|oktapreview|okta-emea)\.com/admin/user/profile/view/"
+                             r"[A-Za-z0-9]+|https://console\.twilio\.com/us1/develop/taskrouter/workspaces/WS[0-9a-f]{32}"
+                             r"/workers/WK[0-9a-f]{32}", a["href"]) and a.get("rel") == "noopener noreferrer")), a
     assert "\u2028" not in page and "\u2029" not in page
     return tags
 
@@ -270,7 +286,10 @@ def test_html_stays_inert_with_hostile_values(payload):
     data_attrs, data = tags.scripts[0]
     assert data_attrs["id"] == "findings-data"
     assert not re.search("[<>&\u2028\u2029]", data)
-    assert json.loads(data)["findings"] == report["findings"]
+    # The script data holds only what a search needs and the rows do not show, in finding order.
+    # (the app username only where it differs from the login the row shows: in hostile_findings never)
+    assert json.loads(data) == {"fields": ["okta_user_id", "app_username"],
+                                "rows": [["00u1", ""], [payload, ""], ["00u3", ""]]}
 
 
 def test_html_csp_allows_exactly_the_inline_script():
@@ -432,11 +451,13 @@ def test_publish_artifacts_sends_tables_and_markdown(monkeypatch):
     monkeypatch.setattr(artifacts, "in_prefect_run", lambda: True)
     monkeypatch.setattr(artifacts, "create_table_artifact", lambda **kw: calls.append(("table", kw)))
     monkeypatch.setattr(artifacts, "create_markdown_artifact", lambda **kw: calls.append(("md", kw)))
+    monkeypatch.setattr(artifacts, "emit_digest_event", lambda *a: calls.append(("event", {"key": a[0]["run_id"]})))
     report = report_for(hostile_findings("x"))
     artifacts.publish_artifacts(report)
 
     assert [(kind, kw["key"]) for kind, kw in calls] == [
-        ("table", "drift-summary"), ("table", "drift-high-severity"), ("md", "drift-report")]
+        ("table", "drift-summary"), ("table", "drift-high-severity"), ("md", "drift-report"), ("md", "drift-digest"),
+        ("event", "run-1")]
     assert all(re.fullmatch(r"[a-z0-9-]+", kw["key"]) for _, kw in calls)
     assert calls[2][1]["markdown"] == render_markdown(report)
 
@@ -470,17 +491,24 @@ def test_printable_fast_path_is_exact():
 _CELL_TEXT = st.text(alphabet=st.sampled_from(list("aZ0 =+-@\t\r\n\x00\x07\u200b\u202e\ufeff\ud800é'\"<>&")), max_size=12)
 
 
-@given(_CELL_TEXT)
-def test_csv_cell_matches_the_plain_rule(text):
-    from okta_flex_sync.reports.document import (
-        _FORMULA_TRIGGERS,
-        _LEADING_BLANKS,
-        _UNPRINTABLE,
-        CSV_CELL_CHARS,
-        _escape_char,
-        truncate,
-    )
-
-    cell = truncate(_UNPRINTABLE.sub(_escape_char, text), CSV_CELL_CHARS)
-    formula = text[:1] in _FORMULA_TRIGGERS or _LEADING_BLANKS.sub("", text, count=1)[:1] in _FORMULA_TRIGGERS
-    assert csv_cell(text) == ("'" + cell if formula else cell)
+@pytest.mark.parametrize("text, expected", [
+    ("aZ0", "aZ0"),
+    ("=1", "'=1"),
+    (" =1", "' =1"),
+    ("\u200b+1", "'\u200b+1"),
+    ("\ufeff@x", "'\ufeff@x"),
+    ("\x00-1", "'\\x00-1"),
+    ("\t=", "'\\t="),
+    ("a\nb", "a\\nb"),
+    ("\r\n", "'\\r\\n"),
+    ("\x07bell", "\\x07bell"),
+    ("\u202eevil", "\\u202eevil"),
+    ("bad\ud800", "bad\ufffd"),
+    ("é=1", "é=1"),
+    ("'\"<>&", "'\"<>&"),
+    ("a -1", "a -1"),
+])
+def test_csv_cell_matches_the_plain_rule(text, expected):
+    """Controls become visible escapes; a cell whose first non-blank character starts a formula
+    gets a leading "'" (expected values written out, not computed with the module's helpers)."""
+    assert csv_cell(text) == expected

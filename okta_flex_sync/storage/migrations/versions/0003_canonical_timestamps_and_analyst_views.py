@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from alembic import op
 
-from okta_flex_sync.models.dictionary import DICTIONARY
+from okta_flex_sync.storage.migrations.comments import comment_from_dictionary
 
 revision = "0003"
 down_revision = "0002"
@@ -132,11 +132,6 @@ def _normalize_sqlite_timestamps(conn) -> None:
                 conn.execute(sa.text(f"UPDATE {table} SET {column} = :v WHERE rowid = :rid"), updates)
 
 
-def _comment(conn, kind: str, target: str, text: str) -> None:
-    quoted = "'" + text.replace("'", "''") + "'"
-    conn.execute(sa.text(f"COMMENT ON {kind} {target} IS {quoted}".replace(":", r"\:")))
-
-
 def upgrade() -> None:
     conn = op.get_bind()
     dialect = conn.dialect.name
@@ -145,11 +140,7 @@ def upgrade() -> None:
     op.execute("DROP VIEW IF EXISTS role_changes")
     op.execute(f"CREATE VIEW role_changes AS {_CHANGES}")
     op.execute(f"CREATE VIEW role_grants AS {_GRANTS['postgresql' if dialect == 'postgresql' else 'sqlite']}")
-    if dialect == "postgresql":
-        for name, entry in DICTIONARY.items():
-            _comment(conn, entry.kind.upper(), name, entry.meaning)
-            for column, (_type, meaning) in entry.columns.items():
-                _comment(conn, "COLUMN", f"{name}.{column}", meaning)
+    comment_from_dictionary(conn)
 
 
 def downgrade() -> None:
