@@ -97,7 +97,7 @@ def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, **options):
         from okta_flex_sync.settings import ConfigError
 
         code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED
-        _die(redact(f"run failed: {exc}", settings.secret_values()), code)
+        _die(redact(f"run failed: {_one_line(exc, settings)}", settings.secret_values()), code)
     _print_outcome(outcome, apply=options.get("apply", False))
     if fail_on != FailOn.none:
         threshold = _SEVERITY_RANK[fail_on.value]
@@ -171,8 +171,16 @@ def db_upgrade(revision: str = typer.Argument("head")):
     """Bring the database at DATABASE_URL to the latest schema."""
     from okta_flex_sync.db import current_revision, make_engine, upgrade
 
+    from okta_flex_sync.settings import ConfigError
+    from okta_flex_sync.storage.connect import check_connection
+
     settings = _settings()
     engine = make_engine(settings.database_url)
+    try:
+        check_connection(engine, settings.database_url)
+    except ConfigError as exc:
+        engine.dispose()
+        _die(str(exc), EXIT_CONFIG)
     try:
         upgrade(engine, revision)
         typer.echo(f"database at revision {current_revision(engine)}")
@@ -228,12 +236,35 @@ def report(
 
 
 def _open(settings):
-    from okta_flex_sync.pipeline import SchemaOutOfDate, open_database
+    """The existing database of a read-only command (nothing is created), or exit 2."""
+    from okta_flex_sync.settings import ConfigError
+    from okta_flex_sync.storage.connect import open_existing_database
 
     try:
-        return open_database(settings)
-    except SchemaOutOfDate as exc:
+        return open_existing_database(settings)
+    except ConfigError as exc:
         _die(str(exc), EXIT_CONFIG)
+
+
+def _refuse_missing_database(settings) -> None:
+    from okta_flex_sync.settings import ConfigError
+    from okta_flex_sync.storage.connect import refuse_missing_sqlite
+
+    try:
+        refuse_missing_sqlite(settings)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_CONFIG)
+
+
+def _one_line(exc: BaseException, settings) -> str:
+    """A database driver's error as one plain line; other errors as they are."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from okta_flex_sync.storage.connect import describe_database_error
+
+    if isinstance(exc, SQLAlchemyError):
+        return describe_database_error(exc, settings.database_url)
+    return str(exc)
 
 
 def _parse_day(value: str, name: str) -> datetime:
@@ -309,7 +340,7 @@ def backfill(
     except Exception as exc:
         from okta_flex_sync.settings import ConfigError
 
-        _die(redact(f"backfill failed: {exc}", settings.secret_values()),
+        _die(redact(f"backfill failed: {_one_line(exc, settings)}", settings.secret_values()),
              EXIT_CONFIG if isinstance(exc, (ConfigError, ValueError, BackfillRefused)) else EXIT_FAILED)
     typer.echo(f"backfill {first}..{last}{' (dry run)' if dry_run else ''}: {result}")
 
@@ -322,13 +353,18 @@ def reconcile_cmd(
     from okta_flex_sync.observability import redact
     from okta_flex_sync.pipeline import reconcile_latest
 
+    from okta_flex_sync.settings import ConfigError
+
     settings = _settings()
+    _refuse_missing_database(settings)
     try:
         outcome = reconcile_latest(settings, source_run_id=run_id)
     except LookupError as exc:
         _die(str(exc).strip("'\""), EXIT_FAILED)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_CONFIG)
     except Exception as exc:
-        _die(redact(f"reconcile failed: {exc}", settings.secret_values()), EXIT_FAILED)
+        _die(redact(f"reconcile failed: {_one_line(exc, settings)}", settings.secret_values()), EXIT_FAILED)
     _print_outcome(outcome, apply=False)
 
 

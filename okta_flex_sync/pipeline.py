@@ -13,22 +13,20 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from okta_flex_sync.db import HEAD_REVISION, current_revision, make_engine, upgrade, writer_lock
+from okta_flex_sync.db import make_engine, writer_lock
 from okta_flex_sync.observability import redact
-from okta_flex_sync.settings import ConfigError, Settings
+from okta_flex_sync.settings import Settings
+from okta_flex_sync.storage.connect import SchemaOutOfDate, check_connection, check_schema, shown_url
 from tasks import store
 
 log = logging.getLogger(__name__)
-
-
-class SchemaOutOfDate(ConfigError):
-    pass
 
 
 def open_database(settings: Settings) -> Engine:
     """An engine on an up-to-date schema: SQLite upgrades itself, Postgres must be upgraded explicitly."""
     engine = make_engine(settings.database_url)
     try:
+        check_connection(engine, settings.database_url)
         ensure_schema(engine, settings)
     except BaseException:
         engine.dispose()
@@ -43,14 +41,7 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
 
     A database already at `HEAD_REVISION` is answered by one query, without loading Alembic
     (about 0.1 s of imports and script scanning on every run)."""
-    rev = current_revision(engine)
-    if rev == HEAD_REVISION:
-        return
-    if settings.is_sqlite:
-        upgrade(engine)
-        return
-    raise SchemaOutOfDate(f"database schema is at {rev or 'nothing'}, expected {HEAD_REVISION}: "
-                          f"run `okta-flex-sync db upgrade` first")
+    check_schema(engine, settings)
 
 
 # A run allocates millions of short-lived containers (every decoded JSON object) that reference
@@ -76,6 +67,7 @@ def writing(settings: Settings):
     """An engine for a writer: the writer lock first (one writer per database), then the schema."""
     engine = make_engine(settings.database_url)
     try:
+        check_connection(engine, settings.database_url)
         with fewer_gc_passes(), writer_lock(engine, settings.okta_org_url or "this database",
                                             wait_seconds=settings.lock_wait_seconds):
             ensure_schema(engine, settings)
@@ -145,6 +137,10 @@ class NightlySync:
     def prepare(self) -> str:
         from tasks.sync import SyncContext, log_window, plan_mode
 
+        with self.engine.connect() as conn:
+            if store.last_run(conn, flows=("nightly-sync", "backfill", "reconcile")) is None:
+                log.info("no earlier run in this database (%s): this run starts a new role history there",
+                         shown_url(self.settings.database_url))
         abandoned = store.abandon_stale_runs(self.engine)
         if abandoned:
             log.warning("discarded %d run(s) that stopped before finishing: %s", len(abandoned), ", ".join(abandoned))

@@ -153,8 +153,10 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str):
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", v or ""):
+        if not re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", v or ""):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if v.startswith("postgres://"):  # what most hosting providers hand out; SQLAlchemy wants postgresql
+            v = "postgresql://" + v[len("postgres://"):]
         if v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://"):]
         return v

@@ -284,8 +284,12 @@ def _optional(pages: Iterator, what: str) -> Iterator:
     try:
         yield from pages
     except ApiError as exc:
-        log.warning("%s not pulled this run (%s); role history still updates, backfill will fetch it later",
-                    what, exc)
+        if exc.status == 401:
+            # A rejected credential fails every other listing too: say so instead of promising a run.
+            raise
+        log.warning("%s not pulled this run (%s); this run goes on without it: users, assignments, workers "
+                    "and role history are still pulled and updated, and `okta-flex-sync backfill` over these "
+                    "days asks Okta for the %s again", what, exc, what)
 
 
 def log_window(engine: Engine, settings: Settings, started_at: datetime) -> datetime | None:
