@@ -163,6 +163,7 @@ class NightlySync:
         store.discard_run(self.engine, self.ctx.run_id)  # a retried extract starts from a clean landing
         self.extracted = extract(self.ctx, okta, tr)
         self.extracted.requests = {"okta": okta.stats.as_dict(), "taskrouter": tr.stats.as_dict()}
+        self.extracted.rate_limits = getattr(okta, "rate_limit_usage", dict)()
         return self.extracted
 
     def publish(self):

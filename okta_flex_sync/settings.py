@@ -95,6 +95,7 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(30.0, gt=0, le=600)
     http_max_retries: int = Field(6, ge=0, le=20)
     okta_max_concurrency: int = Field(4, ge=1, le=64)
+    okta_rate_limit_percent: int = Field(50, ge=1, le=100)
     incremental_overlap_seconds: int = Field(300, ge=0, le=86400)
     shrink_guard_percent: float = Field(20.0, ge=0, le=100)
     max_changes: int = Field(25, ge=0)

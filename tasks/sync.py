@@ -64,6 +64,7 @@ class ExtractResult:
     skipped: list = field(default_factory=list)
     max_user_last_updated: datetime | None = None
     requests: dict = field(default_factory=dict)
+    rate_limits: dict = field(default_factory=dict)  # per Okta bucket: limit, max_used in one window, percent
     normalize_seconds: dict = field(default_factory=dict)  # CPU seconds spent normalizing, per listing
     listing_seconds: dict = field(default_factory=dict)  # when each listing ended, from the start of extract
     # The assignments and workers as landed (the later listing of a key wins, as in staging),
@@ -407,6 +408,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
                   "findings": len(findings), "skipped_records": len(extracted.skipped), "log_events": extracted.log_events, "pages": extracted.pages,
                   "problem_records": problems[0], "skipped_sample": (extracted.skipped + problems[1])[:200],
                   "summary": summarize(findings), "roles": store.role_counts(conn), "requests": extracted.requests,
+                  "rate_limits": extracted.rate_limits,
                   "timings": {**_pure_timings(extracted.normalize_seconds, diff_seconds, reconcile_seconds),
                               "listings": extracted.listing_seconds}}
         marks = {}
