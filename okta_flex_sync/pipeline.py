@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from okta_flex_sync.db import make_engine, writer_lock
 from okta_flex_sync.observability import redact
 from okta_flex_sync.settings import Settings
-from okta_flex_sync.storage.connect import SchemaOutOfDate, check_connection, check_schema, shown_url
+from okta_flex_sync.storage.connect import SchemaOutOfDate, check_connection, check_schema, shown_url, sqlite_path
 from tasks import store
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class NightlySync:
         with self.engine.connect() as conn:
             if store.last_run(conn, flows=("nightly-sync", "backfill", "reconcile")) is None:
                 log.info("no earlier run in this database (%s): this run starts a new role history there",
-                         shown_url(self.settings.database_url))
+                         sqlite_path(self.settings.database_url) or shown_url(self.settings.database_url))
         abandoned = store.abandon_stale_runs(self.engine)
         if abandoned:
             log.warning("discarded %d run(s) that stopped before finishing: %s", len(abandoned), ", ".join(abandoned))
