@@ -13,6 +13,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import flow_settings, one_writer, retry_if_transient
+from okta_flex_sync.flows.parameters import Day
+from okta_flex_sync.tasks.known_errors import quiet_flow, quiet_task, unwrap
 from tasks.backfill import Backfill
 
 
@@ -25,23 +27,27 @@ def backfill_run_name() -> str:
 
 
 @task(name="plan backfill", cache_policy=NO_CACHE)
+@quiet_task
 def task_plan(job: Backfill) -> str | None:
     return job.prepare()
 
 
 @task(name="backfill day", task_run_name="backfill {day}", cache_policy=NO_CACHE, retries=2,
       retry_delay_seconds=[30, 120], retry_condition_fn=retry_if_transient)
+@quiet_task
 def task_day(job: Backfill, day: date) -> dict:
     return job.run_day(day).as_dict()
 
 
 @task(name="finish backfill", cache_policy=NO_CACHE)
+@quiet_task
 def task_finish(job: Backfill):
     return job.finish()
 
 
 @flow(name="backfill", flow_run_name=backfill_run_name, log_prints=False, validate_parameters=True)
-def backfill(start: date, end: date, dry_run: bool = False) -> dict:
+@quiet_flow
+def backfill(start: Day, end: Day, dry_run: bool = False) -> dict:
     """Rebuild role history for the UTC days `start`..`end` (inclusive) from the raw pages earlier
     nightly runs stored and the Okta System Log, whose event times pin down when assignment,
     status and profile changes happened.  Idempotent; refuses days older than the log's 90-day
@@ -50,11 +56,11 @@ def backfill(start: date, end: date, dry_run: bool = False) -> dict:
     job = Backfill(settings, start, end, dry_run=dry_run)
     try:
         with one_writer(settings), job.locked():
-            task_plan(job)
+            unwrap(task_plan(job))
             try:
                 for day in job.days:
-                    task_day(job, day)
-                result = task_finish(job)
+                    unwrap(task_day(job, day))
+                result = unwrap(task_finish(job))
             except BaseException as exc:
                 job.fail(exc)
                 raise
@@ -63,4 +69,7 @@ def backfill(start: date, end: date, dry_run: bool = False) -> dict:
     get_run_logger().info("backfill %s..%s%s: %d day(s), %d event(s), %d row(s) opened, %d closed, %d removed",
                           start, end, " (dry run)" if dry_run else "", result.days, result.events,
                           result.rows_opened, result.rows_closed, result.rows_removed)
+    why = job.nothing_rebuilt_reason(result)
+    if why:
+        get_run_logger().warning("%s", why)
     return result.as_dict()

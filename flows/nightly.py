@@ -13,10 +13,13 @@ from flows.common import (
     task_repair,
     task_report,
 )
+from okta_flex_sync.core.run_summary import finished_line
 from okta_flex_sync.pipeline import NightlySync
+from okta_flex_sync.tasks.known_errors import quiet_flow, unwrap
 
 
 @flow(name="nightly-sync", flow_run_name=nightly_run_name, log_prints=False, validate_parameters=True)
+@quiet_flow
 def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | None = None,
                  strip_deactivated: bool = False, delete_orphans: bool = False, allow_shrink: bool = False,
                  return_outcome: bool = False):
@@ -28,12 +31,12 @@ def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | Non
                       strip_deactivated=strip_deactivated, delete_orphans=delete_orphans)
     try:
         with one_writer(settings), job.locked():
-            task_prepare(job)
+            unwrap(task_prepare(job))
             try:
-                task_extract(job)
-                task_publish(job)
-                task_repair(job)
-                outcome = task_report(job)
+                unwrap(task_extract(job))
+                unwrap(task_publish(job))
+                unwrap(task_repair(job))
+                outcome = unwrap(task_report(job))
                 job.raise_deferred()
             except BaseException as exc:
                 job.fail(exc)
@@ -42,6 +45,7 @@ def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | Non
         job.close()
     get_run_logger().info("run %s: %s", outcome.run_id,
                           ", ".join(f"{k}={v}" for k, v in outcome.summary.items() if v) or "no drift")
+    get_run_logger().info("%s", finished_line(outcome.run_id, outcome.counts, outcome.report_paths))
     return outcome if return_outcome else {"run_id": outcome.run_id, "summary": outcome.summary,
                                            "counts": {k: outcome.counts.get(k) for k in
                                                       ("okta_users", "assigned_users", "workers")}}
