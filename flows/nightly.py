@@ -45,7 +45,7 @@ def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | Non
         job.close()
     get_run_logger().info("run %s: %s", outcome.run_id,
                           ", ".join(f"{k}={v}" for k, v in outcome.summary.items() if v) or "no drift")
-    get_run_logger().info("%s", finished_line(outcome.run_id, outcome.counts, outcome.report_paths))
+    get_run_logger().info("%s", finished_line(outcome.run_id, outcome.counts, outcome.summary, outcome.report_paths))
     return outcome if return_outcome else {"run_id": outcome.run_id, "summary": outcome.summary,
                                            "counts": {k: outcome.counts.get(k) for k in
                                                       ("okta_users", "assigned_users", "workers")}}

@@ -8,6 +8,8 @@ worker log.  Anything else still fails loudly.
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -71,14 +73,20 @@ def quiet_flow(fn: Callable) -> Callable:
     """Under `@flow`: a known error ends the run Failed with its one line as the state message.
     Called with `return_outcome=True` (the CLI's `run --prefect`) the error is raised as before,
     so the CLI can map it to its exit code."""
+    signature = inspect.signature(fn, eval_str=True)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except KNOWN_ERRORS as exc:
-            if kwargs.get("return_outcome"):
+            if signature.bind_partial(*args, **kwargs).arguments.get("return_outcome"):
                 raise
             message = known_message(exc)
             get_run_logger().error("%s", message)
             return Failed(message=message)
+    # Resolved annotations: a flow module's `from __future__ import annotations` strings would be
+    # looked up in this module when Prefect builds the parameter model.
+    wrapper.__annotations__ = typing.get_type_hints(fn, include_extras=True)
+    wrapper.__signature__ = signature
     return wrapper
