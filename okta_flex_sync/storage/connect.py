@@ -89,7 +89,8 @@ def describe_database_error(exc: BaseException, url: str) -> str:
             or "timeout expired" in low or "no route to host" in low or "name or service not known" in low:
         return f"cannot reach the database server: {reason} ({where}): is it running, and are host and port right?"
     if "terminating connection" in low or "server closed the connection" in low or "connection is closed" in low \
-            or "consuming input failed" in low or "connection already closed" in low or "ssl syscall" in low:
+            or "consuming input failed" in low or "connection already closed" in low or "ssl syscall" in low \
+            or "connection is lost" in low or "connection was lost" in low:
         return (f"lost the connection to the database mid-run: {reason} ({where}); nothing half-written is kept, "
                 f"run again when the database is back")
     if "unable to open database file" in low:
