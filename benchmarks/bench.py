@@ -42,7 +42,7 @@ from simproc import SimulatorProcess
 
 CHILD = HERE / "child.py"
 ALL_SCENARIOS = ("1", "2", "3", "4", "5", "5b", "5c", "6", "prefect")
-QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "6", "prefect")  # 5b has to wait out a whole minute
+QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "5c", "6", "prefect")  # 5b has to wait out a whole minute
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RUN_ONCE = frozenset({"4", "5b", "5c", "6"})  # minutes each, and judged against floors far above the noise
 

@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from okta_flex_sync.db import make_engine, writer_lock
 from okta_flex_sync.observability import redact
 from okta_flex_sync.settings import Settings
-from okta_flex_sync.storage.connect import SchemaOutOfDate, check_connection, check_schema, shown_url, sqlite_path
+from okta_flex_sync.storage.connect import (  # noqa: F401 - SchemaOutOfDate is imported from here too
+    SchemaOutOfDate,
+    check_connection,
+    check_schema,
+    shown_url,
+    sqlite_path,
+)
 from tasks import store
 
 log = logging.getLogger(__name__)
@@ -195,7 +202,16 @@ class NightlySync:
     def report(self) -> RunOutcome:
         from tasks.sync import report
 
-        doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode="apply" if self.apply else "dry-run")
+        mode = "apply" if self.apply else "dry-run"
+        try:
+            doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode=mode)
+        except DBAPIError as exc:
+            # Publish is committed: a connection lost now (a server restart, an admin ending
+            # sessions) costs one more try of the read-only report, not a failed run.
+            if not exc.connection_invalidated:
+                raise
+            log.warning("lost the database connection while writing the reports; trying once more")
+            doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode=mode)
         return RunOutcome.from_report(doc, paths, self.repaired)
 
     def fail(self, exc: BaseException) -> None:

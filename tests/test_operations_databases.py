@@ -258,3 +258,31 @@ def test_read_commands_of_a_locked_database_still_read(simulator, sim_env, tmp_p
         engine.dispose()
     assert done.is_set() and result.exit_code == 1
     assert _one_line(result.output) == "okta-flex-sync: no history for 'nobody@example.com'"
+
+
+@pg_only
+def test_a_connection_lost_while_reporting_after_publish_still_reports_success(
+        fresh_simulator, sim_env, pg_database_url, monkeypatch):
+    import tasks.sync
+    from conftest import _truncate_all
+
+    engine = make_engine(pg_database_url)
+    _truncate_all(engine)
+    engine.dispose()
+    sim_env(fresh_simulator(users=50, seed=62), pg_database_url)
+    original = tasks.sync.report
+    calls = []
+
+    def report_whose_connection_dies(engine, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+                _terminate_other_backends(pg_database_url)
+                conn.execute(text("SELECT 1"))  # the server ended this session: raises
+        return original(engine, *args, **kwargs)
+    monkeypatch.setattr(tasks.sync, "report", report_whose_connection_dies)
+    result = CliRunner().invoke(app, ["run", "--no-prefect"])
+    assert result.exit_code == 0, result.output
+    assert len(calls) == 2
+    assert _status_of_runs(pg_database_url) == ["succeeded"]
