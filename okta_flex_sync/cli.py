@@ -146,7 +146,7 @@ def _use_prefect(flag: Optional[bool]) -> bool:
     return bool(os.environ.get("PREFECT_API_URL"))
 
 
-@app.command(epilog=_EPILOGS["run"])
+@app.command(epilog=_EPILOGS["run"], short_help="The nightly sync: extract, history, reconcile, report; repair with --apply.")
 def run(
     full: bool = typer.Option(False, "--full", help="Pull every Okta user instead of those changed since the last run."),
     apply: bool = typer.Option(False, "--apply", help="Repair mismatched workers (dry-run is the default)."),
@@ -169,7 +169,7 @@ def run(
                     allow_shrink=allow_shrink)
 
 
-@app.command(epilog=_EPILOGS["demo"])
+@app.command(epilog=_EPILOGS["demo"], short_help="Run the nightly job against the bundled simulator on SQLite.")
 def demo(
     users: int = typer.Option(2000, "--users", min=1, help="Size of the simulated Okta org."),
     seed: int = typer.Option(42, "--seed", help="Seed of the simulated org."),
@@ -222,7 +222,8 @@ def db_upgrade(revision: str = typer.Argument("head")):
         engine.dispose()
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+             short_help="Serve the bundled Okta + TaskRouter simulator (prints URL and credentials).")
 def simulator(ctx: typer.Context):
     """Serve the bundled Okta + TaskRouter simulator standalone (prints its URL and credentials).
 
@@ -235,7 +236,7 @@ def simulator(ctx: typer.Context):
     raise typer.Exit(main(args, prog="okta-flex-sync simulator") or 0)
 
 
-@app.command(epilog=_EPILOGS["report"])
+@app.command(epilog=_EPILOGS["report"], short_help="Regenerate the drift report of a stored run.")
 def report(
     run_id: Optional[str] = typer.Argument(None, help="Run id (default: the latest successful run)."),
     fmt: Format = typer.Option(Format.html, "--format", "-f"),
@@ -321,7 +322,7 @@ def _history_record(r) -> dict:
             "full_name": r["full_name"], "email": r["email"], "run_id": r["run_id"]}
 
 
-@app.command(epilog=_EPILOGS["history"])
+@app.command(epilog=_EPILOGS["history"], short_help="Print a user's role timeline (table, CSV or JSON).")
 def history(
     login: str = typer.Argument(..., help="Okta login (case-insensitive)."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the timeline up to this date/time (UTC)."),
@@ -368,7 +369,7 @@ def history(
                        f"assigned={'yes' if r['assigned'] else 'no'}")
 
 
-@app.command(epilog=_EPILOGS["backfill"])
+@app.command(epilog=_EPILOGS["backfill"], short_help="Rebuild role history for a past range of days.")
 def backfill(
     start: str = typer.Option(..., "--start", help="First day to rebuild (YYYY-MM-DD, UTC)."),
     end: str = typer.Option(..., "--end", help="Last day to rebuild, inclusive (YYYY-MM-DD, UTC)."),
@@ -394,7 +395,7 @@ def backfill(
     typer.echo(f"backfill {first}..{last}{' (dry run)' if dry_run else ''}: {result}")
 
 
-@app.command("reconcile", epilog=_EPILOGS["reconcile"])
+@app.command("reconcile", epilog=_EPILOGS["reconcile"], short_help="Findings and reports again from staged data, no API calls.")
 def reconcile_cmd(
     run_id: Optional[str] = typer.Option(None, "--run", help="Staged run to reconcile (default: the latest)."),
 ):

@@ -193,3 +193,12 @@ def test_make_clean_removes_the_demo_lock():
     result = subprocess.run(["make", "-n", "clean"], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert "okta_flex_sync_demo.lock" in result.stdout.split()
+
+
+def test_the_command_list_is_not_cut_at_80_columns():
+    out = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "80"}, terminal_width=80).output
+    commands = out[out.index("Commands:"):]
+    assert "..." not in commands and "…" not in commands
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for command in ("run", "demo", "simulator", "report", "history", "backfill", "reconcile", "db"):
+        assert f"\n  {command} " in out
