@@ -350,6 +350,11 @@ def history(
     out = choose_format(fmt.value if fmt else None)
     if out != "table":
         print_rows(_HISTORY_COLUMNS, [_history_record(r) for r in rows], out)
+        current = [r for r in rows if when is not None and r["valid_from"] <= when < r["valid_to"]]
+        if current:  # on stderr: stdout stays plain CSV/JSON for the pipe
+            r = current[-1]
+            typer.echo(f"as of {as_of}: roles={r['roles'] or '(none)'} status={r['status']} "
+                       f"assigned={'yes' if r['assigned'] else 'no'}", err=True)
         return
     table_rows = []
     for r in rows:

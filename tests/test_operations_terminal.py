@@ -202,3 +202,14 @@ def test_the_command_list_is_not_cut_at_80_columns():
     assert max(len(line) for line in out.splitlines()) <= 80
     for command in ("run", "demo", "simulator", "report", "history", "backfill", "reconcile", "db"):
         assert f"\n  {command} " in out
+
+
+def test_history_as_of_keeps_stdout_plain_csv(synced_db, monkeypatch):
+    env, login, row = synced_db
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    result = CliRunner().invoke(app, ["history", login, "--as-of", "2999-01-01"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "valid_from,valid_to,status,assigned,roles,full_name,email,run_id"
+    assert len(result.stdout.splitlines()) == 2
+    assert result.stderr == f"as of 2999-01-01: roles={row.roles} status=ACTIVE assigned=yes\n"
