@@ -44,4 +44,4 @@ bench: install
 	$(BIN)/python benchmarks/bench_history.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache reports okta_flex_sync_demo.db*
+	rm -rf $(VENV) .pytest_cache reports okta_flex_sync_demo.db* okta_flex_sync_demo.lock

@@ -13,7 +13,8 @@ so one run's memory never counts against another and the server's CPU is not the
 Scenarios: 1 full run, 100k users / 15k assignments / 15k workers, SQLite; 2 the same on
 Postgres (a scratch database, dropped after); 3 incremental run after 1% of the users changed;
 4 full run with 100 ms latency per request; 5 full run with the users endpoint limited to 600
-requests/min; 5b the same with a limit the run must wait for (450/min); 6 full run, 1M users;
+requests/min; 5b the same with a limit the run must wait for (450/min); 5c 600/min with
+OKTA_RATE_LIMIT_PERCENT=50 (this run takes half of each window); 6 full run, 1M users;
 prefect: scenario 1 as the Prefect flow and as a plain run, for the time Prefect adds.
 Targets not met are reported, not hidden; the exit code is 1 only when a scenario failed to run
 (or, with --strict, missed a target).
@@ -40,10 +41,10 @@ sys.path.insert(0, str(HERE))
 from simproc import SimulatorProcess
 
 CHILD = HERE / "child.py"
-ALL_SCENARIOS = ("1", "2", "3", "4", "5", "5b", "6", "prefect")
-QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "6", "prefect")  # 5b has to wait out a whole minute
+ALL_SCENARIOS = ("1", "2", "3", "4", "5", "5b", "5c", "6", "prefect")
+QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "5c", "6", "prefect")  # 5b has to wait out a whole minute
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-RUN_ONCE = frozenset({"4", "5b", "6"})  # minutes each, and judged against floors far above the noise
+RUN_ONCE = frozenset({"4", "5b", "5c", "6"})  # minutes each, and judged against floors far above the noise
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,16 @@ class Bench:
         return f"sqlite:///{self.workdir / f'{name}-{self._databases}.db'}"
 
     def run(self, sim: SimulatorProcess, database_url: str, *, full: bool = True, latency_ms: float = 0.0,
-            rate_limits: dict | None = None, mode: str = "plain", second_database_url: str | None = None) -> dict:
+            rate_limits: dict | None = None, mode: str = "plain", second_database_url: str | None = None,
+            extra_env: dict | None = None) -> dict:
         """One measured child run against `sim`; adds the simulator's view of it."""
         sim.configure(latency_ms=latency_ms, rate_limits=rate_limits)
         sim.reset_stats()
         sim_cpu, load = sim.cpu_seconds(), os.getloadavg()[0]
         env = {**os.environ, **sim.env(), "DATABASE_URL": database_url,
                "REPORT_DIR": str(self.workdir / "reports"), "LOG_LEVEL": "WARNING",
-               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")])),
+               **(extra_env or {})}
         args = [sys.executable, str(CHILD), "--mode", mode] + (["--full"] if full else [])
         if second_database_url:
             args += ["--second-database-url", second_database_url]
@@ -240,7 +243,8 @@ def scenario_4(bench: Bench, sim: SimulatorProcess) -> Result:
 
 def _rate_scenario(bench: Bench, sim: SimulatorProcess, name: str, limit: int, title: str) -> Result:
     r = Result(name, title)
-    fill(r, bench.run(sim, bench.sqlite_url(f"s{name}"), rate_limits={"users": limit}))
+    fill(r, bench.run(sim, bench.sqlite_url(f"s{name}"), rate_limits={"users": limit},
+                      extra_env={"OKTA_RATE_LIMIT_PERCENT": "100"}))
     pages = (r.details.get("pages") or {}).get("users", 0)
     listing = _listings(r).get("users", r.wall)
     rate_floor = pages / limit * 60
@@ -265,6 +269,29 @@ def scenario_5b(bench: Bench, sim: SimulatorProcess) -> Result:
     limit = bench.sizes.binding_rate_limit
     return _rate_scenario(bench, sim, "5b", limit, f"full run, users endpoint limited to {limit}/min "
                                                    f"(the run must wait for a new window), SQLite")
+
+
+def scenario_5c(bench: Bench, sim: SimulatorProcess) -> Result:
+    """Issue 16: a 600/min users bucket shared with other integrations, this run taking 50%."""
+    limit, percent = bench.sizes.users_rate_limit, 50
+    r = Result("5c", f"full run, users endpoint limited to {limit}/min, OKTA_RATE_LIMIT_PERCENT={percent}, SQLite")
+    run = bench.run(sim, bench.sqlite_url("s5c"), rate_limits={"users": limit},
+                    extra_env={"OKTA_RATE_LIMIT_PERCENT": str(percent)})
+    fill(r, run)
+    share = limit * percent // 100
+    pages = (r.details.get("pages") or {}).get("users", 0)
+    listing = _listings(r).get("users", r.wall)
+    floor = pages / share * 60
+    used = (run["counts"].get("rate_limits") or {}).get("users") or {}
+    r.details.update({"users_pages": pages, "limit_per_minute": limit, "percent": percent,
+                      "users_listing_seconds": listing, "share_floor_seconds": round(floor, 1),
+                      "rate_limits": run["counts"].get("rate_limits")})
+    r.check(f"users listing ({listing:.1f} s) within 10% of the floor {pages} pages / {share} per min "
+            f"= {floor:.1f} s", listing <= 1.1 * floor)
+    r.check(f"never above {percent}% of a window's budget (most in one window: {used.get('max_used')} of "
+            f"{used.get('limit')})", used.get("limit") == limit and 0 < used.get("max_used", 0) <= share)
+    r.check(f"no 429s ({r.throttled})", r.throttled == 0)
+    return r
 
 
 def scenario_6(bench: Bench, sim: SimulatorProcess) -> Result:
@@ -298,7 +325,7 @@ def scenario_prefect(bench: Bench, sim: SimulatorProcess) -> Result:
     return r
 
 
-SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3, "4": scenario_4, "5": scenario_5,
+SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3, "4": scenario_4, "5": scenario_5, "5c": scenario_5c,
              "5b": scenario_5b, "prefect": scenario_prefect, "6": scenario_6}
 
 

@@ -63,7 +63,7 @@ def measure(run, database_url: str, stages: dict) -> dict:
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     counts = _stored_counts(database_url)
     keep = ("okta_users", "assigned_users", "workers", "users_pulled", "history_rows_written", "findings",
-            "pages", "requests", "timings")
+            "pages", "requests", "timings", "rate_limits")
     return {"wall": round(wall, 3), "cpu": round(cpu, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
             "counts": {k: counts.get(k) for k in keep}}
 

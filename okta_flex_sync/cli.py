@@ -10,9 +10,9 @@ from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Keep Twilio Flex TaskRouter workers honest about what Okta says each agent is.")
-db_app = typer.Typer(no_args_is_help=True, help="Database schema commands.")
+db_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Database schema commands.")
 app.add_typer(db_app, name="db")
 
 EXIT_FAILED, EXIT_CONFIG, EXIT_DRIFT, EXIT_LOCKED = 1, 2, 3, 4
@@ -23,6 +23,12 @@ class Format(str, Enum):
     csv = "csv"
     html = "html"
     md = "md"
+
+
+class RowFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
 
 
 class FailOn(str, Enum):
@@ -39,6 +45,32 @@ class FailOnNew(str, Enum):
 
 
 _SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+
+def _epilog(codes: str, settings: str) -> str:
+    """`--help`'s closing lines: exit codes and the settings (environment or .env) a command reads."""
+    return (f"Exit codes: {codes}.\n\nSettings (environment or .env): {settings}; "
+            f"see the README's Configuration table.")
+
+
+_DB = "2 bad option or DATABASE_URL problem (missing SQLite file, unreachable server, schema behind)"
+_EPILOGS = {
+    "run": _epilog("0 success (drift is data, not failure), 1 run failed, 2 configuration or database error, "
+                   "3 --fail-on threshold met, 4 another run holds the writer lock",
+                   "OKTA_ORG_URL, OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY, OKTA_FLEX_APP_ID, "
+                   "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN or TWILIO_API_KEY_SID + _SECRET, TWILIO_WORKSPACE_SID, "
+                   "DATABASE_URL, REPORT_DIR, OKTA_RATE_LIMIT_PERCENT, MAX_CHANGES, SHRINK_GUARD_PERCENT, "
+                   "LOCK_WAIT_SECONDS, PREFECT_API_URL"),
+    "demo": _epilog("0 success, 1 run failed, 2 bad option", "none needed (the simulator provides them)"),
+    "report": _epilog(f"0 written, 1 no such run, {_DB}", "DATABASE_URL, REPORT_DIR"),
+    "history": _epilog(f"0 shown, 1 no history for that login, {_DB}", "DATABASE_URL"),
+    "backfill": _epilog("0 done, 1 failed, 2 bad range, configuration or database error, "
+                        "4 another run holds the writer lock",
+                        "OKTA_ORG_URL, OKTA_API_TOKEN or OKTA_CLIENT_ID, OKTA_FLEX_APP_ID, DATABASE_URL, "
+                        "OKTA_RATE_LIMIT_PERCENT"),
+    "reconcile": _epilog(f"0 done, 1 no staged run or reconcile failed, {_DB}", "DATABASE_URL, REPORT_DIR"),
+    "db upgrade": _epilog("0 upgraded, 1 migration failed, 2 DATABASE_URL problem", "DATABASE_URL"),
+}
 
 
 def _die(message: str, code: int) -> None:
@@ -105,7 +137,7 @@ def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, fail_on_new: Op
         from okta_flex_sync.settings import ConfigError
 
         code = EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILED
-        _die(redact(f"run failed: {exc}", settings.secret_values()), code)
+        _die(redact(f"run failed: {_one_line(exc, settings)}", settings.secret_values()), code)
     _print_outcome(outcome, apply=options.get("apply", False))
     if outcome.summary_line:
         typer.echo(outcome.summary_line)
@@ -130,7 +162,7 @@ def _use_prefect(flag: Optional[bool]) -> bool:
     return bool(os.environ.get("PREFECT_API_URL"))
 
 
-@app.command()
+@app.command(epilog=_EPILOGS["run"], short_help="The nightly sync: extract, history, reconcile, report; repair with --apply.")
 def run(
     full: bool = typer.Option(False, "--full", help="Pull every Okta user instead of those changed since the last run."),
     apply: bool = typer.Option(False, "--apply", help="Repair mismatched workers (dry-run is the default)."),
@@ -156,7 +188,7 @@ def run(
                     allow_shrink=allow_shrink)
 
 
-@app.command()
+@app.command(epilog=_EPILOGS["demo"], short_help="Run the nightly job against the bundled simulator on SQLite.")
 def demo(
     users: int = typer.Option(2000, "--users", min=1, help="Size of the simulated Okta org."),
     seed: int = typer.Option(42, "--seed", help="Seed of the simulated org."),
@@ -185,13 +217,20 @@ def demo(
         sim.stop()
 
 
-@db_app.command("upgrade")
+@db_app.command("upgrade", epilog=_EPILOGS["db upgrade"])
 def db_upgrade(revision: str = typer.Argument("head")):
     """Bring the database at DATABASE_URL to the latest schema."""
+    from okta_flex_sync.settings import ConfigError
+    from okta_flex_sync.storage.connect import check_connection
     from okta_flex_sync.storage.engine import current_revision, make_engine, upgrade
 
     settings = _settings()
     engine = make_engine(settings.database_url)
+    try:
+        check_connection(engine, settings.database_url)
+    except ConfigError as exc:
+        engine.dispose()
+        _die(str(exc), EXIT_CONFIG)
     try:
         upgrade(engine, revision)
         typer.echo(f"database at revision {current_revision(engine)}")
@@ -201,7 +240,8 @@ def db_upgrade(revision: str = typer.Argument("head")):
         engine.dispose()
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+             short_help="Serve the bundled Okta + TaskRouter simulator (prints URL and credentials).")
 def simulator(ctx: typer.Context):
     """Serve the bundled Okta + TaskRouter simulator standalone (prints its URL and credentials).
 
@@ -211,10 +251,10 @@ def simulator(ctx: typer.Context):
     from simulator import main
 
     args = ["--help" if a == "--help-simulator" else a for a in ctx.args]
-    raise typer.Exit(main(args) or 0)
+    raise typer.Exit(main(args, prog="okta-flex-sync simulator") or 0)
 
 
-@app.command()
+@app.command(epilog=_EPILOGS["report"], short_help="Regenerate the drift report of a stored run.")
 def report(
     run_id: Optional[str] = typer.Argument(None, help="Run id (default: the latest successful run)."),
     fmt: Format = typer.Option(Format.html, "--format", "-f"),
@@ -247,12 +287,35 @@ def report(
 
 
 def _open(settings):
-    from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate, open_database
+    """The existing database of a read-only command (nothing is created), or exit 2."""
+    from okta_flex_sync.settings import ConfigError
+    from okta_flex_sync.storage.connect import open_existing_database
 
     try:
-        return open_database(settings)
-    except SchemaOutOfDate as exc:
+        return open_existing_database(settings)
+    except ConfigError as exc:
         _die(str(exc), EXIT_CONFIG)
+
+
+def _refuse_missing_database(settings) -> None:
+    from okta_flex_sync.settings import ConfigError
+    from okta_flex_sync.storage.connect import refuse_missing_sqlite
+
+    try:
+        refuse_missing_sqlite(settings)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_CONFIG)
+
+
+def _one_line(exc: BaseException, settings) -> str:
+    """A database driver's error as one plain line; other errors as they are."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from okta_flex_sync.storage.connect import describe_database_error
+
+    if isinstance(exc, SQLAlchemyError):
+        return describe_database_error(exc, settings.database_url)
+    return str(exc)
 
 
 def _parse_day(value: str, name: str) -> datetime:
@@ -265,16 +328,28 @@ def _parse_day(value: str, name: str) -> datetime:
             _die(f"{name} must be a date like 2026-03-03 (got {value!r})", EXIT_CONFIG)
 
 
-@app.command()
+_HISTORY_COLUMNS = (("valid_from", "from"), ("valid_to", "to"), ("status", "status"), ("assigned", "assigned"),
+                    ("roles", "roles"), ("full_name", "full name"), ("email", "email"), ("run_id", "run"))
+
+
+def _history_record(r) -> dict:
+    """A history row for CSV/JSON: ISO times in UTC, `valid_to` empty while current."""
+    to = r["valid_to"]
+    return {"valid_from": r["valid_from"].isoformat() + "Z", "valid_to": None if to.year == 9999 else to.isoformat() + "Z",
+            "status": r["status"], "assigned": bool(r["assigned"]), "roles": r["roles"] or "",
+            "full_name": r["full_name"], "email": r["email"], "run_id": r["run_id"]}
+
+
+@app.command(epilog=_EPILOGS["history"], short_help="Print a user's role timeline (table, CSV or JSON).")
 def history(
     login: str = typer.Argument(..., help="Okta login (case-insensitive)."),
     as_of: Optional[str] = typer.Option(None, "--as-of", help="Show the timeline up to this date/time (UTC)."),
+    fmt: Optional[RowFormat] = typer.Option(None, "--format", "-f",
+                                            help="table, csv or json (default: table on a terminal, csv in a pipe)."),
 ):
     """Print a user's role timeline."""
-    from rich.console import Console
-    from rich.table import Table
-
     from okta_flex_sync.storage import history as history_db
+    from okta_flex_sync.terminal import choose_format, print_rows
 
     settings = _settings()
     engine = _open(settings)
@@ -290,15 +365,25 @@ def history(
         engine.dispose()
     if not rows:
         _die(f"no history for {login!r}" + (f" as of {as_of}" if as_of else ""), EXIT_FAILED)
-    table = Table(title=f"Role history of {login}")
-    for col in ("from", "to", "status", "assigned", "roles", "full name", "email", "run"):
-        table.add_column(col)
+    out = choose_format(fmt.value if fmt else None)
+    if out != "table":
+        print_rows(_HISTORY_COLUMNS, [_history_record(r) for r in rows], out)
+        current = [r for r in rows if when is not None and r["valid_from"] <= when < r["valid_to"]]
+        if current:  # on stderr: stdout stays plain CSV/JSON for the pipe
+            r = current[-1]
+            typer.echo(f"as of {as_of}: roles={r['roles'] or '(none)'} status={r['status']} "
+                       f"assigned={'yes' if r['assigned'] else 'no'}", err=True)
+        return
+    table_rows = []
     for r in rows:
         to = r["valid_to"]
-        table.add_row(f"{r['valid_from']:%Y-%m-%d %H:%M}", "current" if to.year == 9999 else f"{to:%Y-%m-%d %H:%M}",
-                      r["status"], "yes" if r["assigned"] else "no", r["roles"] or "-", r["full_name"],
-                      r["email"] or "", r["run_id"])
-    Console(soft_wrap=True).print(table)
+        table_rows.append({"valid_from": f"{r['valid_from']:%Y-%m-%d %H:%M}",
+                           "valid_to": "current" if to.year == 9999 else f"{to:%Y-%m-%d %H:%M}",
+                           "status": r["status"], "assigned": "yes" if r["assigned"] else "no",
+                           "roles": r["roles"] or "-", "full_name": r["full_name"], "email": r["email"] or "",
+                           "run_id": r["run_id"]})
+    print_rows(_HISTORY_COLUMNS, table_rows, "table", title=f"Role history of {login}",
+               min_widths={"valid_from": 10, "valid_to": 10, "status": 6, "assigned": 8})
     if when is not None:
         current = [r for r in rows if r["valid_from"] <= when < r["valid_to"]]
         if current:
@@ -307,7 +392,7 @@ def history(
                        f"assigned={'yes' if r['assigned'] else 'no'}")
 
 
-@app.command()
+@app.command(epilog=_EPILOGS["backfill"], short_help="Rebuild role history for a past range of days.")
 def backfill(
     start: str = typer.Option(..., "--start", help="First day to rebuild (YYYY-MM-DD, UTC)."),
     end: str = typer.Option(..., "--end", help="Last day to rebuild, inclusive (YYYY-MM-DD, UTC)."),
@@ -330,26 +415,30 @@ def backfill(
     except Exception as exc:
         from okta_flex_sync.settings import ConfigError
 
-        _die(redact(f"backfill failed: {exc}", settings.secret_values()),
+        _die(redact(f"backfill failed: {_one_line(exc, settings)}", settings.secret_values()),
              EXIT_CONFIG if isinstance(exc, (ConfigError, ValueError, BackfillRefused)) else EXIT_FAILED)
     typer.echo(f"backfill {first}..{last}{' (dry run)' if dry_run else ''}: {result}")
 
 
-@app.command("reconcile")
+@app.command("reconcile", epilog=_EPILOGS["reconcile"], short_help="Findings and reports again from staged data, no API calls.")
 def reconcile_cmd(
     run_id: Optional[str] = typer.Option(None, "--run", help="Staged run to reconcile (default: the latest)."),
 ):
     """Reconcile and report again from staged data, without calling Okta or TaskRouter."""
     from okta_flex_sync.jobs.reconcile import reconcile_latest
     from okta_flex_sync.redaction import redact
+    from okta_flex_sync.settings import ConfigError
 
     settings = _settings()
+    _refuse_missing_database(settings)
     try:
         outcome = reconcile_latest(settings, source_run_id=run_id)
     except LookupError as exc:
         _die(str(exc).strip("'\""), EXIT_FAILED)
+    except ConfigError as exc:
+        _die(str(exc), EXIT_CONFIG)
     except Exception as exc:
-        _die(redact(f"reconcile failed: {exc}", settings.secret_values()), EXIT_FAILED)
+        _die(redact(f"reconcile failed: {_one_line(exc, settings)}", settings.secret_values()), EXIT_FAILED)
     _print_outcome(outcome, apply=False)
 
 
@@ -529,7 +618,9 @@ def export_cmd(
     include_first_seen: bool = typer.Option(False, "--include-first-seen", help="changes: also list first observations."),
     run_id: Optional[str] = typer.Option(None, "--run", help="findings: this run instead of the latest."),
 ):
-    """Export role history, a snapshot, changes, role grants or findings as CSV, JSON or Parquet."""
+    """Export history, snapshots, changes, grants or findings.
+
+    As CSV, JSON or Parquet (or a table on a terminal)."""
     if name not in EXPORT_NAMES:
         _die(f"unknown export {name!r}; use one of {', '.join(EXPORT_NAMES)}", EXIT_CONFIG)
     given = {"--as-of": as_of is not None, "--from": start is not None, "--to": end is not None,
@@ -562,7 +653,9 @@ def evidence(
                                         help="WHEN the changes start (default: the previous review's --as-of, else the beginning)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="New or empty directory for the evidence files."),
 ):
-    """Access-review evidence: snapshot, changes since the previous review, latest findings, manifest.json."""
+    """Access-review evidence files with a SHA-256 manifest.
+
+    The snapshot, the changes since the previous review, the latest findings and manifest.json."""
     from okta_flex_sync.analytics.timeparse import WhenError, check_interval
 
     now = _now()

@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(30.0, gt=0, le=600)
     http_max_retries: int = Field(6, ge=0, le=20)
     okta_max_concurrency: int = Field(4, ge=1, le=64)
+    okta_rate_limit_percent: int = Field(50, ge=1, le=100)
     incremental_overlap_seconds: int = Field(300, ge=0, le=86400)
     shrink_guard_percent: float = Field(20.0, ge=0, le=100)
     max_changes: int = Field(25, ge=0)
@@ -160,8 +161,10 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str):
-        if not re.match(r"^(sqlite|postgresql)(\+\w+)?://", v or ""):
+        if not re.match(r"^(sqlite|postgresql|postgres)(\+\w+)?://", v or ""):
             raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        if v.startswith("postgres://"):  # what most hosting providers hand out; SQLAlchemy wants postgresql
+            v = "postgresql://" + v[len("postgres://"):]
         if v.startswith("postgresql://"):
             v = "postgresql+psycopg://" + v[len("postgresql://"):]
         return v

@@ -17,9 +17,11 @@ from simulator.server import dumps_info, start_simulator
 logger = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m simulator",
-                                     description="Serve a simulated Okta org and TaskRouter workspace.")
+def build_parser(prog: str = "python -m simulator") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog,
+                                     description="Serve a simulated Okta org and TaskRouter workspace.",
+                                     epilog="Prints the URL and credentials as one JSON line, serves until "
+                                            "interrupted. Exit codes: 0 stopped, 2 bad option.")
     parser.add_argument("--users", type=int, default=1000, help="Okta users in the org (default 1000)")
     parser.add_argument("--seed", type=int, default=42, help="seed for every generated value (default 42)")
     parser.add_argument("--assigned", type=int, default=None, help="users assigned to the Flex app")
@@ -67,8 +69,8 @@ def serve(config: SimulatorConfig, out=None, stop: threading.Event | None = None
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m simulator") -> int:
+    args = build_parser(prog).parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

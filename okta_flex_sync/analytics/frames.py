@@ -6,7 +6,7 @@ missing), roles are a list of strings, text is `string`.
 
     >>> from okta_flex_sync.storage.engine import make_engine
     >>> from okta_flex_sync.analytics import frames
-    >>> engine = make_engine("sqlite:///okta_flex_sync.storage.engine")
+    >>> engine = make_engine("sqlite:///okta_flex_sync.db")
     >>> admins = frames.snapshot(engine, "2026-12-03T12:00:00Z")
     >>> admins[admins.roles.map(lambda r: "admin" in r)]
 """

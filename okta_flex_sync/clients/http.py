@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from okta_flex_sync.clients.rate_share import RateShares
 from okta_flex_sync.core import fastjson
 from okta_flex_sync.redaction import redact
 
@@ -531,8 +532,11 @@ class RetryingSession:
                  max_retries: int = 6, max_concurrency: int = 4,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
                  secrets: Callable[[], Iterable[str]] = tuple, rng: random.Random | None = None,
-                 throttle_budget_seconds: float = THROTTLE_BUDGET_SECONDS):
+                 throttle_budget_seconds: float = THROTTLE_BUDGET_SECONDS,
+                 rate_limit_percent: float | None = None):
         self.client = client
+        # This run's share of each org-wide bucket (OKTA_RATE_LIMIT_PERCENT); None: no cap of our own.
+        self.shares = RateShares(rate_limit_percent) if rate_limit_percent is not None else None
         self.throttle_budget_seconds = throttle_budget_seconds
         self.service = service
         self.request_id_header = request_id_header
@@ -566,9 +570,13 @@ class RetryingSession:
         bucket = self.bucket(endpoint)
         failures = throttled = 0
         throttle_waited = 0.0
+        share = self.shares.share(rate_limit_bucket(endpoint)) if self.shares is not None else None
         while True:
             self._pace(bucket, endpoint)
-            response, exc = self._send_once(request, bucket)
+            if share is None:
+                response, exc = self._send_once(request, bucket)
+            else:
+                response, exc = self._send_within_share(request, bucket, share, endpoint)
             if response is not None and response.is_success:
                 try:
                     return Result(response, self._parse(response, endpoint, expect_json, check))
@@ -601,6 +609,33 @@ class RetryingSession:
         level = logging.INFO if wait >= 1 else logging.DEBUG
         log.log(level, "rate limit reached on %s; waiting %.1f s", endpoint, wait)
         self._sleep(wait)
+
+    def _send_within_share(self, request: httpx.Request, bucket: RateLimitState, share, endpoint: str):
+        """`_send_once` when this run's share of the bucket has room (waiting for it if not)."""
+        while True:
+            wait = share.acquire(self.clock())
+            if wait <= 0:
+                break
+            if wait >= 1:
+                log.info("this run's %g%% share of the rate limit on %s is spent; waiting %.1f s for the next "
+                         "window (OKTA_RATE_LIMIT_PERCENT)", share.percent, endpoint, wait)
+            self._sleep(min(wait, MAX_WAIT_SECONDS))
+        limit = reset = None
+        try:
+            response, exc = self._send_once(request, bucket)
+            if response is not None:
+                now = self.clock()
+                limit = _to_int(response.headers.get("x-rate-limit-limit"))
+                reset = _to_float(response.headers.get("x-rate-limit-reset"))
+                if reset is not None:
+                    reset += server_clock_offset(response.headers, now)
+            return response, exc
+        finally:
+            share.release(limit, reset, self.clock())
+
+    def rate_limit_usage(self) -> dict[str, dict]:
+        """Per bucket, the most this run sent in any one window (only with a share set)."""
+        return self.shares.usage() if self.shares is not None else {}
 
     def _send_once(self, request: httpx.Request, bucket: RateLimitState):
         self.stats.add(requests=1)

@@ -241,7 +241,8 @@ class OktaClient:
 
     def __init__(self, org_url: str, auth: httpx.Auth, *, timeout: float = 30.0, max_retries: int = 6,
                  max_concurrency: int = 4, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time):
+                 sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time,
+                 rate_limit_percent: float | None = None):
         self.org_url = org_url.rstrip("/")
         self._foreign_links_warned: set[str] = set()
         self.clock = clock
@@ -254,7 +255,8 @@ class OktaClient:
         secrets = getattr(auth, "secret_values", lambda: [])
         self._session = RetryingSession(
             self._http, service="Okta", request_id_header=REQUEST_ID_HEADER, max_retries=max_retries,
-            max_concurrency=max_concurrency, sleep=sleep, clock=clock, secrets=secrets)
+            max_concurrency=max_concurrency, sleep=sleep, clock=clock, secrets=secrets,
+            rate_limit_percent=rate_limit_percent)
 
     @classmethod
     def from_settings(cls, settings, **kwargs) -> OktaClient:
@@ -274,11 +276,16 @@ class OktaClient:
         kwargs.setdefault("timeout", settings.http_timeout_seconds)
         kwargs.setdefault("max_retries", settings.http_max_retries)
         kwargs.setdefault("max_concurrency", settings.okta_max_concurrency)
+        kwargs.setdefault("rate_limit_percent", settings.okta_rate_limit_percent)
         return cls(settings.okta_org_url, auth, **kwargs)
 
     @property
     def stats(self) -> RequestStats:
         return self._session.stats
+
+    def rate_limit_usage(self) -> dict[str, dict]:
+        """Per bucket (`users`, `apps`, `logs`): limit, the most sent in one window, the share."""
+        return self._session.rate_limit_usage()
 
     def __repr__(self) -> str:
         return f"OktaClient(org_url={self.org_url!r})"

@@ -7,15 +7,15 @@ days come out the same.
 """
 from __future__ import annotations
 
-from datetime import date
-
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from okta_flex_sync.flows.common import flow_settings, one_writer
+from okta_flex_sync.flows.parameters import Day
 from okta_flex_sync.jobs.backfill import Backfill
 from okta_flex_sync.jobs.lifecycle import running
 from okta_flex_sync.tasks.backfill import task_day, task_finish, task_plan
+from okta_flex_sync.tasks.known_errors import quiet_flow, unwrap
 
 
 def backfill_run_name() -> str:
@@ -25,7 +25,8 @@ def backfill_run_name() -> str:
 
 
 @flow(name="backfill", flow_run_name=backfill_run_name, log_prints=False, validate_parameters=True)
-def backfill(start: date, end: date, dry_run: bool = False) -> dict:
+@quiet_flow
+def backfill(start: Day, end: Day, dry_run: bool = False) -> dict:
     """Rebuild role history for the UTC days `start`..`end` (inclusive) from the raw pages earlier
     nightly runs stored and the Okta System Log, whose event times pin down when assignment,
     status and profile changes happened.  Idempotent; refuses days older than the log's 90-day
@@ -33,11 +34,14 @@ def backfill(start: date, end: date, dry_run: bool = False) -> dict:
     settings = flow_settings()
     job = Backfill(settings, start, end, dry_run=dry_run)
     with running(job, guard=one_writer(settings)):
-        task_plan(job)
+        unwrap(task_plan(job))
         for day in job.days:
-            task_day(job, day)
-        result = task_finish(job)
+            unwrap(task_day(job, day))
+        result = unwrap(task_finish(job))
     get_run_logger().info("backfill %s..%s%s: %d day(s), %d event(s), %d row(s) opened, %d closed, %d removed",
                           start, end, " (dry run)" if dry_run else "", result.days, result.events,
                           result.rows_opened, result.rows_closed, result.rows_removed)
+    why = job.nothing_rebuilt_reason(result)
+    if why:
+        get_run_logger().warning("%s", why)
     return result.as_dict()

@@ -90,6 +90,7 @@ from okta_flex_sync.core.normalize import (
     normalize_assignment,
     normalize_user,
 )
+from okta_flex_sync.core.run_summary import nothing_rebuilt_reason
 from okta_flex_sync.core.system_log import (
     LOG_FILTER,
     LOG_RETENTION,
@@ -285,6 +286,14 @@ class Backfill:
             runs_db.finish_run(self.engine, self.run_id, status="succeeded", counts=result.as_dict())
         return result
 
+    def nothing_rebuilt_reason(self, result: BackfillResult) -> str | None:
+        """Why this backfill changed nothing (no snapshots, no events, ...), or None."""
+        return nothing_rebuilt_reason(
+            self.start, self.end, days=result.days, events=result.events,
+            rows_changed=result.rows_opened + result.rows_closed + result.rows_removed,
+            snapshots_in_range=sum(1 for ivs in self._intervals.values() for _ in ivs),
+            stored_snapshots=len(self._snapshots))
+
     def fail(self, exc: BaseException) -> None:
         """Record why the run stopped; the days already done stay done (rerun to resume)."""
         if self.run_id is None or self.engine is None:
@@ -476,4 +485,8 @@ def run_backfill(settings: Settings, start: date, end: date, *, dry_run: bool = 
         job.prepare()
         for day in job.days:
             job.run_day(day)
-        return job.finish()
+        result = job.finish()
+        why = job.nothing_rebuilt_reason(result)
+        if why:
+            log.warning("%s", why)
+        return result

@@ -16,26 +16,23 @@ from typing import Protocol
 from sqlalchemy import Engine
 
 from okta_flex_sync.reports.digest import new_by_severity, summary_line
-from okta_flex_sync.settings import ConfigError, Settings
-from okta_flex_sync.storage.engine import (
-    HEAD_REVISION,
-    current_revision,
-    make_engine,
-    upgrade,
+from okta_flex_sync.settings import Settings
+from okta_flex_sync.storage.connect import (  # noqa: F401 - SchemaOutOfDate is imported from here too
+    SchemaOutOfDate,
+    check_connection,
+    check_schema,
 )
+from okta_flex_sync.storage.engine import make_engine
 from okta_flex_sync.storage.lock import writer_lock
 
 log = logging.getLogger(__name__)
-
-
-class SchemaOutOfDate(ConfigError):
-    pass
 
 
 def open_database(settings: Settings) -> Engine:
     """An engine on an up-to-date schema: SQLite upgrades itself, Postgres must be upgraded explicitly."""
     engine = make_engine(settings.database_url)
     try:
+        check_connection(engine, settings.database_url)
         ensure_schema(engine, settings)
     except BaseException:
         engine.dispose()
@@ -50,14 +47,7 @@ def ensure_schema(engine: Engine, settings: Settings) -> None:
 
     A database already at `HEAD_REVISION` is answered by one query, without loading Alembic
     (about 0.1 s of imports and script scanning on every run)."""
-    rev = current_revision(engine)
-    if rev == HEAD_REVISION:
-        return
-    if settings.is_sqlite:
-        upgrade(engine)
-        return
-    raise SchemaOutOfDate(f"database schema is at {rev or 'nothing'}, expected {HEAD_REVISION}: "
-                          f"run `okta-flex-sync db upgrade` first")
+    check_schema(engine, settings)
 
 
 # A run allocates millions of short-lived containers (every decoded JSON object) that reference
@@ -83,6 +73,7 @@ def writing(settings: Settings):
     """An engine for a writer: the writer lock first (one writer per database), then the schema."""
     engine = make_engine(settings.database_url)
     try:
+        check_connection(engine, settings.database_url)
         with fewer_gc_passes(), writer_lock(engine, settings.okta_org_url or "this database",
                                             wait_seconds=settings.lock_wait_seconds):
             ensure_schema(engine, settings)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, exists, select
+from sqlalchemy.exc import DBAPIError
 
 from okta_flex_sync.clients.http import ApiError, NotFoundError
 from okta_flex_sync.clients.okta import OktaClient
@@ -49,6 +50,7 @@ from okta_flex_sync.storage import mirror as mirror_db
 from okta_flex_sync.storage import runs as runs_db
 from okta_flex_sync.storage import staging as staging_db
 from okta_flex_sync.storage.common import storable_text
+from okta_flex_sync.storage.connect import shown_url, sqlite_path
 from okta_flex_sync.storage.finding_delta import store_findings_with_delta
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class ExtractResult:
     skipped: list = field(default_factory=list)
     max_user_last_updated: datetime | None = None
     requests: dict = field(default_factory=dict)
+    rate_limits: dict = field(default_factory=dict)  # per Okta bucket: limit, max_used in one window, percent
     normalize_seconds: dict = field(default_factory=dict)  # CPU seconds spent normalizing, per listing
     listing_seconds: dict = field(default_factory=dict)  # when each listing ended, from the start of extract
     # The assignments and workers as landed (the later listing of a key wins, as in staging),
@@ -300,8 +303,12 @@ def _optional(pages: Iterator, what: str) -> Iterator:
     try:
         yield from pages
     except ApiError as exc:
-        log.warning("%s not pulled this run (%s); role history still updates, backfill will fetch it later",
-                    what, exc)
+        if exc.status == 401:
+            # A rejected credential fails every other listing too: say so instead of promising a run.
+            raise
+        log.warning("%s not pulled this run (%s); this run goes on without it: users, assignments, workers "
+                    "and role history are still pulled and updated, and `okta-flex-sync backfill` over these "
+                    "days asks Okta for the %s again", what, exc, what)
 
 
 def log_window(engine: Engine, settings: Settings, started_at: datetime) -> datetime | None:
@@ -415,6 +422,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
                   "problem_records": problems[0], "skipped_sample": (extracted.skipped + problems[1])[:200],
                   "summary": summarize(findings), "roles": history_db.role_counts(conn), "requests": extracted.requests,
                   "delta": delta,
+                  "rate_limits": extracted.rate_limits,
                   "timings": {**_pure_timings(extracted.normalize_seconds, diff_seconds, reconcile_seconds),
                               "listings": extracted.listing_seconds}}
         marks = {}
@@ -489,6 +497,10 @@ class NightlySync:
         return self._okta, self._taskrouter
 
     def prepare(self) -> str:
+        with self.engine.connect() as conn:
+            if runs_db.last_run(conn, flows=("nightly-sync", "backfill", "reconcile")) is None:
+                log.info("no earlier run in this database (%s): this run starts a new role history there",
+                         sqlite_path(self.settings.database_url) or shown_url(self.settings.database_url))
         abandoned = runs_db.abandon_stale_runs(self.engine)
         if abandoned:
             log.warning("discarded %d run(s) that stopped before finishing: %s", len(abandoned), ", ".join(abandoned))
@@ -509,6 +521,7 @@ class NightlySync:
         runs_db.discard_run(self.engine, self.ctx.run_id)  # a retried extract starts from a clean landing
         self.extracted = extract(self.ctx, okta, tr)
         self.extracted.requests = {"okta": okta.stats.as_dict(), "taskrouter": tr.stats.as_dict()}
+        self.extracted.rate_limits = getattr(okta, "rate_limit_usage", dict)()
         return self.extracted
 
     def publish(self):
@@ -534,7 +547,16 @@ class NightlySync:
             raise self.deferred_error
 
     def report(self) -> RunOutcome:
-        doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode="apply" if self.apply else "dry-run")
+        mode = "apply" if self.apply else "dry-run"
+        try:
+            doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode=mode)
+        except DBAPIError as exc:
+            # Publish is committed: a connection lost now (a server restart, an admin ending
+            # sessions) costs one more try of the read-only report, not a failed run.
+            if not exc.connection_invalidated:
+                raise
+            log.warning("lost the database connection while writing the reports; trying once more")
+            doc, paths = report(self.engine, self.settings, self.ctx.run_id, mode=mode)
         return RunOutcome.from_report(doc, paths, self.repaired)
 
     def fail(self, exc: BaseException) -> None:

@@ -44,10 +44,15 @@ def writer_lock(engine: Engine, name: str, *, wait_seconds: float = 0.0) -> Iter
             try:
                 yield
             finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-                conn.commit()
+                # A session lock dies with its connection: when that connection was lost (the
+                # server restarted, an admin ended it) there is nothing left to release, and the
+                # run's own outcome, already committed or not, must not turn into this error.
+                with contextlib.suppress(Exception):
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
         finally:
-            conn.close()
+            with contextlib.suppress(Exception):
+                conn.close()
         return
 
     db = engine.url.database

@@ -30,6 +30,7 @@ EXPECTED = [
      ("cy@x.com", "2026-11-17 00:00:00", "status", "admin", "", True, False),
      ("ann@x.com", "2026-11-20 08:00:00", "roles", "agent", "agent,supervisor", True, True)],
     [("ann@x.com", "supervisor", "2026-11-20 08:00:00"), ("bob@x.com", "admin", "2026-03-03 12:00:00")],
+    [("roles_mismatch", 2, "2026-11-01 00:00:00"), ("privilege_escalation", 1, "2026-11-21 00:00:00")],
     [("privilege_escalation", "bob@x.com", "bob", "WK1", "admin", "admin,supervisor")],
 ]
 
@@ -40,12 +41,12 @@ def readme_queries() -> list[str]:
     return [q.strip() for q in block.split(";") if q.strip()]
 
 
-def _plain(value):
+def _plain(value, column: str = ""):
     if isinstance(value, datetime):
         return "open" if value.year == 9999 else f"{value:%Y-%m-%d %H:%M:%S}"
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}", value):
         return "open" if value.startswith("9999") else value[:19]  # SQLite returns view timestamps as text
-    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+    if "assigned" in column and isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
         return bool(value)  # SQLite booleans
     return value
 
@@ -64,7 +65,12 @@ def test_readme_query(engine, index):
         conn.execute(drift_findings.insert().values(run_id="r1", kind="roles_mismatch", severity="medium", login="x"))
         conn.execute(drift_findings.insert().values(run_id="r2", kind="privilege_escalation", severity="high",
                                                     login="bob@x.com", app_username="bob", worker_sid="WK1",
-                                                    expected="admin", actual="admin,supervisor"))
+                                                    expected="admin", actual="admin,supervisor",
+                                                    status="new", first_seen_run_id="r2", first_seen_at=D(2026, 11, 21)))
+        for login, first_run, first_at in (("ann@x.com", "r1", D(2026, 11, 1)), ("dee@x.com", "r2", D(2026, 11, 21))):
+            conn.execute(drift_findings.insert().values(
+                run_id="r2", kind="roles_mismatch", severity="medium", login=login, worker_sid=f"WK-{login}",
+                status="persisting" if first_run == "r1" else "new", first_seen_run_id=first_run, first_seen_at=first_at))
     with engine.connect() as conn:
         rows = conn.execute(text(readme_queries()[index])).all()
-    assert [tuple(_plain(v) for v in r) for r in rows] == EXPECTED[index]
+    assert [tuple(_plain(v, c) for c, v in r._mapping.items()) for r in rows] == EXPECTED[index]
