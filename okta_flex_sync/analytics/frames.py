@@ -4,11 +4,12 @@ Dtypes are honest: timestamps are `datetime64[us, UTC]` (open periods are NaT, n
 9999-12-31 sentinel of the tables), booleans are `bool` (`boolean` where a value may be
 missing), roles are a list of strings, text is `string`.
 
-    >>> from okta_flex_sync.storage.engine import make_engine
-    >>> from okta_flex_sync.analytics import frames
-    >>> engine = make_engine("sqlite:///okta_flex_sync.db")
-    >>> admins = frames.snapshot(engine, "2026-12-03T12:00:00Z")
-    >>> admins[admins.roles.map(lambda r: "admin" in r)]
+    from okta_flex_sync.storage.engine import make_engine
+    from okta_flex_sync.analytics import frames
+
+    engine = make_engine("sqlite:///okta_flex_sync.db")
+    snap = frames.snapshot(engine, "2026-12-03T12:00:00Z")
+    admins = snap[snap.roles.map(lambda roles: "admin" in roles)]
 """
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ text `YYYY-MM-DD HH:MM:SS.ffffff`, on Postgres `timestamp without time zone`), `
 """
 from __future__ import annotations
 
+import sys
 from typing import NamedTuple
 
 
@@ -203,3 +204,7 @@ def dictionary_markdown() -> str:
         out += [f"| `{col}` | {typ} | {meaning} |" for col, (typ, meaning) in entry.columns.items()]
         out.append("")
     return "\n".join(out)
+
+
+if __name__ == "__main__":  # python -m okta_flex_sync.models.dictionary > docs/DATA_DICTIONARY.md
+    sys.stdout.write(dictionary_markdown())

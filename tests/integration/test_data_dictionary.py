@@ -50,7 +50,7 @@ def test_view_columns_match_the_database(engine):
 
 
 def test_generated_document_is_current():
-    assert DOC.read_text() == dictionary_markdown(), "regenerate docs/DATA_DICTIONARY.md (see its test)"
+    assert DOC.read_text() == dictionary_markdown(), "run: python -m okta_flex_sync.models.dictionary > docs/DATA_DICTIONARY.md"
 
 
 def test_postgres_comments_are_the_dictionary(engine):
