@@ -133,6 +133,7 @@ class Watch:
         self._okta, self._taskrouter = okta, taskrouter
         self._own_clients = okta is None and taskrouter is None
         self.engine: Engine = make_engine(settings.database_url)
+        self._recorded: str | None = None  # the last poll whose outcome was committed
 
     @property
     def org(self) -> str:
@@ -202,21 +203,23 @@ class Watch:
         if window.resumed_from:
             log.info("watch: reading the System Log from %s (%s)", f"{window.since:%Y-%m-%d %H:%M:%S}Z",
                      window.resumed_from)
+        events, parsed = self._read_log(window)  # before anything is written: a 403 changes nothing
         run_id, _ = store.open_run(self.engine, flow=WATCH_FLOW, org_url=self.org, parameters={
             "apply_high": self.apply_high, "max_changes": self.max_changes, "delete_orphans": self.delete_orphans,
             "since": window.since.isoformat(), "until": window.until.isoformat()})
         try:
-            return self._run(run_id, window)
+            return self._run(run_id, window, events, parsed)
         except BaseException as exc:
+            if self._recorded == run_id:  # committed, then refused: already recorded as failed
+                raise
             msg = redact(f"{type(exc).__name__}: {exc}", self.settings.secret_values())
             with contextlib.suppress(Exception):
                 store.discard_run(self.engine, run_id)
                 store.finish_run(self.engine, run_id, status="failed", error=msg)
             raise
 
-    def _run(self, run_id: str, window: Window) -> PollOutcome:
+    def _run(self, run_id: str, window: Window, events: list[WatchEvent], parsed: dict[str, LogEvent]) -> PollOutcome:
         s = self.settings
-        events, parsed = self._read_log(window)
         with self.engine.connect() as conn:
             handled = watch_store.handled_events(conn, [e.uuid for e in events])
         fresh = fresh_events(events, handled)
@@ -250,7 +253,11 @@ class Watch:
             watch_store.mark_handled(conn, [event_row(parsed[u], run_id) for u in fresh_ids], run_id)
             store.set_watermark(conn, self.org, STREAM, window.until, run_id)
             counts["history_rows_written"] = history_rows
-            store.finish_run(conn, run_id, status="succeeded", counts=counts)
+            # Refused: recorded and reported, but failed (as the nightly run does); the cursor
+            # still moves, so the watch does not refuse the same batch every five minutes.
+            store.finish_run(conn, run_id, status="failed" if refused else "succeeded", counts=counts,
+                             error=str(refused) if refused else None)
+        self._recorded = run_id
         report_path = self._report(run_id, counts, findings, read.skipped) if findings else None
         if refused is not None:
             raise refused
