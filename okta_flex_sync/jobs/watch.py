@@ -32,6 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from models.records import AppAssignment, Finding, OktaUser, Worker
 from models.tables import VALID_TO_CURRENT
@@ -63,6 +64,7 @@ from tasks.history import changed_fields, desired_state, row_edits, splice, stag
 from tasks.http import ApiError, AuthError, NotFoundError
 from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker, username_key
 from tasks.reconcile import reconcile, summarize
+from tasks.repair import RepairRefused, repair_workers
 
 log = logging.getLogger(__name__)
 
@@ -380,8 +382,6 @@ class Watch:
     # --- acting and reporting ---------------------------------------------------------------
 
     def _repair(self, run_id: str, read: _Read, findings: list[Finding]):
-        from tasks.repair import RepairRefused, repair_workers
-
         published = SimpleNamespace(
             users={uid: u for uid, u in read.users.items() if u is not None},
             assignments={uid: a for uid, a in read.assignments.items() if a is not None},
@@ -414,8 +414,9 @@ def run_forever(settings: Settings, *, interval: float, on_poll: Callable[[PollO
                 polls: int | None = None, **options) -> None:
     """Poll every `interval` seconds (measured start to start) until interrupted.
 
-    A failed poll is passed to `on_error`: True carries on at the next interval (an outage
-    outlasting the HTTP layer's retries), False stops; the error is then raised."""
+    A poll that failed on an API or database outage (after the HTTP layer's retries) or whose
+    `--apply-high` batch was refused is passed to `on_error`: True carries on at the next
+    interval, False stops and raises it.  Configuration errors and a System Log gap always stop."""
     done = 0
     with Watch(settings, **options) as w:
         while polls is None or done < polls:
@@ -424,7 +425,7 @@ def run_forever(settings: Settings, *, interval: float, on_poll: Callable[[PollO
                 on_poll(w.poll())
             except (LogsForbidden, SystemLogGap, ConfigError):
                 raise
-            except ApiError as exc:
+            except (ApiError, RepairRefused, OperationalError) as exc:  # an outage, a refused batch: poll on
                 if not on_error(exc):
                     raise
             done += 1
