@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from models.tables import drift_findings, okta_log_events, repair_audit, role_history, sync_runs, watermarks
 from okta_flex_sync.cli import app
 from okta_flex_sync.db import make_engine, writer_lock
-from okta_flex_sync.jobs.watch import Watch, poll_once
+from okta_flex_sync.jobs.watch import Watch, poll_once, run_forever
+from tasks.http import ApiError
 from okta_flex_sync.pipeline import run_nightly
 from okta_flex_sync.settings import load_settings
 from simulator.logs import LogRecord
@@ -310,3 +311,29 @@ def test_cli_once_prints_one_poll(setup):
     result = CliRunner().invoke(app, ["watch", "--once"])
     assert result.exit_code == 0, result.output
     assert "0 new event(s)" in result.output and "1 request(s)" in result.output
+
+
+def test_the_loop_polls_on_after_an_outage(setup, monkeypatch):
+    from tasks.okta_client import OktaClient
+
+    sim, settings, engine, run_id = setup
+    uid = _clean_users(sim, engine, run_id)[0]
+    seen, errors, sleeps = [], [], []
+    real = OktaClient.iter_log_pages
+
+    def down_once(self, *args, **kwargs):  # the System Log is down for one poll (retries spent)
+        if not errors:
+            raise ApiError("Okta GET /api/v1/logs failed: HTTP 503 after 6 retries", status=503)
+        return real(self, *args, **kwargs)
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            sim.org.set_status(uid, "SUSPENDED")
+
+    monkeypatch.setattr(OktaClient, "iter_log_pages", down_once)
+    run_forever(settings, interval=60, on_poll=seen.append, on_error=lambda e: errors.append(e) or True,
+                sleep=sleep, polls=3)
+    assert len(errors) == 1 and isinstance(errors[0], ApiError)
+    assert [o.status for o in seen] == ["drift", "idle"] and seen[0].users == [uid]
+    assert len(sleeps) == 2 and all(0 < s <= 60 for s in sleeps)

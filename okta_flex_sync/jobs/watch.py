@@ -223,7 +223,7 @@ class Watch:
     def _run(self, run_id: str, window: Window, events: list[WatchEvent], parsed: dict[str, LogEvent]) -> PollOutcome:
         s = self.settings
         with self.engine.connect() as conn:
-            handled = watch_store.handled_events(conn, [e.uuid for e in events])
+            handled = watch_store.handled_events(conn, [e.uuid for e in events], flow=WATCH_FLOW)
         fresh = fresh_events(events, handled)
         flex_groups = self._flex_groups() if needs_app_groups(fresh) else frozenset()
         targets = users_to_reread(fresh, app_id=s.okta_flex_app_id, flex_groups=flex_groups)

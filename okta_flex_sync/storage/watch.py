@@ -11,15 +11,14 @@ from sqlalchemy import Connection, delete, select, update
 
 from models.records import OktaUser
 from models.tables import okta_log_events, okta_users, sync_runs
-from okta_flex_sync.core.watch import WATCH_FLOW
 from okta_flex_sync.db import chunked, insert_batches, insert_tuples
 
 _USER_FIELDS = [f.name for f in fields(OktaUser)]
 _user_values = attrgetter(*_USER_FIELDS)
 
 
-def handled_events(conn: Connection, uuids: Iterable[str]) -> set[str]:
-    """Those of `uuids` a watch poll already handled: stored in `okta_log_events` by a watch run.
+def handled_events(conn: Connection, uuids: Iterable[str], *, flow: str = "watch") -> set[str]:
+    """Those of `uuids` a watch poll already handled: stored in `okta_log_events` by a run of `flow`.
 
     An event a nightly run or backfill stored is not handled yet: they keep it for history,
     they do not act on it."""
@@ -27,7 +26,7 @@ def handled_events(conn: Connection, uuids: Iterable[str]) -> set[str]:
     e, r = okta_log_events.c, sync_runs.c
     for part in chunked(sorted(set(uuids)), 500):
         q = (select(e.uuid).join(sync_runs, r.run_id == e.run_id)
-             .where(e.uuid.in_(part), r.flow == WATCH_FLOW))
+             .where(e.uuid.in_(part), r.flow == flow))
         out.update(conn.execute(q).scalars())
     return out
 
