@@ -223,6 +223,9 @@ def test_nightly_after_watching_finds_nothing_the_watch_got_wrong(setup):
     latest.update({uid: out for uid in out.users})
     assert set(latest) == set(users)
 
+    (row,) = _rows(engine, role_history, role_history.c.okta_user_id == demoted, role_history.c.source == "watch")
+    assert (row["roles"], row["valid_from"]) == ("agent", _log_time(sim, demoted, "user.account.update_profile"))
+
     nightly = run_nightly(settings, full=True)
     nightly_rows = _rows(engine, role_history, role_history.c.run_id == nightly.run_id)
     assert [r["okta_user_id"] for r in nightly_rows if r["okta_user_id"] in users] == []
@@ -337,3 +340,14 @@ def test_the_loop_polls_on_after_an_outage(setup, monkeypatch):
     assert len(errors) == 1 and isinstance(errors[0], ApiError)
     assert [o.status for o in seen] == ["drift", "idle"] and seen[0].users == [uid]
     assert len(sleeps) == 2 and all(0 < s <= 60 for s in sleeps)
+
+
+def test_apply_high_with_delete_orphan_workers_deletes_the_worker(setup):
+    sim, settings, engine, run_id = setup
+    uid = _clean_users(sim, engine, run_id)[0]
+    sid = _worker(sim, uid)["sid"]
+    sim.org.set_status(uid, "SUSPENDED")
+    out = poll_once(settings, apply_high=True, delete_orphans=True)
+    assert out.repaired == 1 and sim.org.workspace.get(sid) is None
+    (audit,) = _rows(engine, repair_audit)
+    assert (audit["action"], audit["outcome"], audit["worker_sid"]) == ("delete_worker", "applied", sid)

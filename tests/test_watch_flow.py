@@ -7,6 +7,7 @@ import pytest
 import yaml
 from sqlalchemy import select
 
+from flows.common import one_writer
 from flows.watch import watch
 from models.tables import sync_runs
 from okta_flex_sync.db import make_engine, writer_lock
@@ -45,5 +46,8 @@ def test_watch_flow_reports_a_suspension_and_strips_roles(fresh_simulator, sim_e
         assert flows == ["nightly-sync", "watch", "watch"]
         with writer_lock(engine, "a nightly run"):
             assert watch()["status"] == "skipped"
+        with one_writer(load_settings()):  # the Prefect-level slot held by another flow run
+            assert watch()["status"] == "skipped"
+        assert watch()["status"] == "idle"
     finally:
         engine.dispose()
