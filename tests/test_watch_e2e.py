@@ -351,3 +351,19 @@ def test_apply_high_with_delete_orphan_workers_deletes_the_worker(setup):
     assert out.repaired == 1 and sim.org.workspace.get(sid) is None
     (audit,) = _rows(engine, repair_audit)
     assert (audit["action"], audit["outcome"], audit["worker_sid"]) == ("delete_worker", "applied", sid)
+
+
+def test_a_burst_of_events_costs_requests_per_named_user_not_per_org(setup):
+    sim, settings, engine, run_id = setup
+    users = _clean_users(sim, engine, run_id)[:6]
+    poll_once(settings)
+    for uid in users:
+        sim.org.set_status(uid, "SUSPENDED")
+    sim.org.set_user_type(users[0], "agent,admin")  # a second event for one of them
+    out = poll_once(settings)
+    assert out.users == sorted(users) and out.events == 7
+    # one log read, then per user: the user and the app user; one workers listing (plus a fetch
+    # when TaskRouter lists the worker without attributes)
+    assert out.requests["okta"] == 1 + 2 * 6 and 6 <= out.requests["taskrouter"] <= 12
+    assert sorted(f.okta_user_id for f in out.findings if f.kind == "deactivated_user_has_worker") == sorted(users)
+    assert _count(engine, role_history, role_history.c.run_id == out.run_id) == 6 + 1  # users[0]: status, then roles

@@ -26,6 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -117,6 +118,9 @@ class _Read:
     assignments: dict[str, AppAssignment | None] = field(default_factory=dict)  # None: not assigned
     workers: dict[str, Worker] = field(default_factory=dict)
     skipped: list[dict] = field(default_factory=list)
+
+
+_UNREADABLE = object()  # a record that did not normalize: skipped, left to the nightly run
 
 
 class Watch:
@@ -299,46 +303,63 @@ class Watch:
         return frozenset(ids)
 
     def _read_users(self, targets: dict[str, list], rows: dict[str, list]) -> _Read:
-        s = self.settings
+        """Each named user, their app user and their workers; users are read in parallel (up to
+        OKTA_MAX_CONCURRENCY at once), so a burst of events does not read one user at a time."""
         read = _Read()
-        okta = self.okta()
-        for uid in targets:
-            try:
-                user = normalize_user(okta.get_user(uid), valid_roles=s.valid_role_set,
-                                      image_url_attribute=s.image_url_attribute)
-            except NotFoundError:
-                user = None
-            except MalformedRecord as exc:
-                read.skipped.append({"source": "users", "id": uid, "reason": str(exc)[:300]})
+        uids = list(targets)
+        if not uids:
+            return read
+        self.okta(), self.taskrouter()  # built once, before the threads share them
+        workers = max(1, min(self.settings.okta_max_concurrency, len(uids)))
+        if workers == 1:
+            results = [self._read_user(uid, rows.get(uid)) for uid in uids]
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="watch-read") as pool:
+                results = list(pool.map(lambda uid: self._read_user(uid, rows.get(uid)), uids))
+        for uid, (user, assignment, found, skipped) in zip(uids, results):
+            read.skipped.extend(skipped)
+            if user is _UNREADABLE:
                 continue
-            assignment = None
-            if user is not None:
-                try:
-                    assignment = normalize_assignment(okta.get_app_user(s.okta_flex_app_id, uid),
-                                                      valid_roles=s.valid_role_set)
-                except NotFoundError:
-                    assignment = None
-                except MalformedRecord as exc:
-                    read.skipped.append({"source": "assignments", "id": uid, "reason": str(exc)[:300]})
-                    continue
-            read.users[uid] = user
-            read.assignments[uid] = assignment
-            known = rows.get(uid)
-            for name in worker_names(assignment.app_username if assignment else None,
-                                     known[-1].state.app_username if known else None):
-                self._read_workers(name, read)
+            read.users[uid], read.assignments[uid] = user, assignment
+            read.workers.update(found)
         return read
 
-    def _read_workers(self, name: str, read: _Read) -> None:
+    def _read_user(self, uid: str, known: list | None):
+        """(user or None or _UNREADABLE, assignment or None, {sid: worker}, skipped) of one user."""
+        s, okta = self.settings, self.okta()
+        try:
+            user = normalize_user(okta.get_user(uid), valid_roles=s.valid_role_set,
+                                  image_url_attribute=s.image_url_attribute)
+        except NotFoundError:
+            user = None
+        except MalformedRecord as exc:
+            return _UNREADABLE, None, {}, [{"source": "users", "id": uid, "reason": str(exc)[:300]}]
+        assignment = None
+        if user is not None:
+            try:
+                assignment = normalize_assignment(okta.get_app_user(s.okta_flex_app_id, uid),
+                                                  valid_roles=s.valid_role_set)
+            except NotFoundError:
+                assignment = None
+            except MalformedRecord as exc:
+                return _UNREADABLE, None, {}, [{"source": "assignments", "id": uid, "reason": str(exc)[:300]}]
+        found: dict[str, Worker] = {}
+        skipped: list[dict] = []
+        for name in worker_names(assignment.app_username if assignment else None,
+                                 known[-1].state.app_username if known else None):
+            self._read_workers(name, found, skipped)
+        return user, assignment, found, skipped
+
+    def _read_workers(self, name: str, found: dict[str, Worker], skipped: list[dict]) -> None:
         for page in self.taskrouter().iter_worker_pages(page_size=50, friendly_name=name):
             for raw in page.items:
                 try:
                     w = parse_worker(raw)
                 except MalformedRecord as exc:
-                    read.skipped.append({"source": "workers", "id": None, "reason": str(exc)[:300]})
+                    skipped.append({"source": "workers", "id": None, "reason": str(exc)[:300]})
                     continue
                 if username_key(w.friendly_name) == username_key(name):
-                    read.workers[w.worker_sid] = store.as_landed(w)
+                    found[w.worker_sid] = store.as_landed(w)
 
     # --- deciding ---------------------------------------------------------------------------
 
