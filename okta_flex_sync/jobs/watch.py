@@ -65,7 +65,10 @@ from tasks.history import changed_fields, desired_state, row_edits, splice, stag
 from tasks.http import ApiError, AuthError, NotFoundError
 from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker, username_key
 from tasks.reconcile import reconcile, summarize
+from tasks.okta_client import OktaClient
 from tasks.repair import RepairRefused, repair_workers
+from tasks.reports import build_report, run_report_dir, write_reports
+from tasks.taskrouter_client import TaskRouterClient
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +150,11 @@ class Watch:
 
     def okta(self):
         if self._okta is None:
-            from tasks.okta_client import OktaClient
-
             self._okta = OktaClient.from_settings(self.settings)
         return self._okta
 
     def taskrouter(self):
         if self._taskrouter is None:
-            from tasks.taskrouter_client import TaskRouterClient
-
             self._taskrouter = TaskRouterClient.from_settings(self.settings)
         return self._taskrouter
 
@@ -416,8 +415,6 @@ class Watch:
             return 0, exc
 
     def _report(self, run_id: str, counts: dict, findings: list[Finding], skipped: list[dict]) -> Path:
-        from tasks.reports import build_report, run_report_dir, write_reports
-
         doc = build_report(run_id, store.utcnow(), counts, findings, skipped=skipped,
                            mode="apply-high" if self.apply_high else "dry-run")
         paths = write_reports(doc, run_report_dir(Path(self.settings.report_dir) / "watch", run_id), formats=("json",))
