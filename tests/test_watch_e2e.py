@@ -207,7 +207,8 @@ def test_group_events_count_only_for_groups_assigned_to_the_flex_app(setup):
     assert out.requests["okta"] == 1 + 1 + 2  # the log, the app's groups, the user and their app user
 
 
-def test_nightly_after_watching_finds_nothing_the_watch_got_wrong(setup):
+@pytest.mark.parametrize("full", [True, False], ids=["full-nightly", "incremental-nightly"])
+def test_nightly_after_watching_finds_nothing_the_watch_got_wrong(setup, full):
     sim, settings, engine, run_id = setup
     users = _clean_users(sim, engine, run_id, with_role="supervisor")[:2] + _clean_users(sim, engine, run_id)[-3:]
     suspended, demoted, unassigned, deactivated, renamed = users
@@ -227,7 +228,7 @@ def test_nightly_after_watching_finds_nothing_the_watch_got_wrong(setup):
     (row,) = _rows(engine, role_history, role_history.c.okta_user_id == demoted, role_history.c.source == "watch")
     assert (row["roles"], row["valid_from"]) == ("agent", _log_time(sim, demoted, "user.account.update_profile"))
 
-    nightly = run_nightly(settings, full=True)
+    nightly = run_nightly(settings, full=full)
     nightly_rows = _rows(engine, role_history, role_history.c.run_id == nightly.run_id)
     assert [r["okta_user_id"] for r in nightly_rows if r["okta_user_id"] in users] == []
 
