@@ -15,6 +15,7 @@ from okta_flex_sync.core.watch import (
     fresh_events,
     group_target_id,
     high_findings,
+    is_user_id,
     names_user,
     needs_app_groups,
     plan_window,
@@ -176,3 +177,23 @@ def test_high_findings_and_findings_about():
 ])
 def test_group_target_id(raw, expected):
     assert group_target_id(raw) == expected
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("00u1a2b3c4D5e6F7g8h9", True),
+    ("00uAktIqmvOiujtFOOIK", True),
+    ("../../apps", False),
+    ("00u1/users", False),
+    ("00u1 x", False),
+    ("", False),
+    (None, False),
+    ("x" * 65, False),
+    ("00u\u0661", False),  # an Arabic-Indic digit: alphanumeric, but not an Okta id
+])
+def test_only_okta_like_user_ids_are_read(value, ok):
+    assert is_user_id(value) is ok
+
+
+def test_events_naming_a_hostile_user_id_are_not_reread():
+    events = [ev("a", 0, "user.lifecycle.suspend", user="../../apps"), ev("b", 1, "user.lifecycle.suspend")]
+    assert list(users_to_reread(events, app_id=APP)) == ["00u1"]

@@ -370,3 +370,30 @@ def test_a_burst_of_events_costs_requests_per_named_user_not_per_org(setup):
     assert out.requests["okta"] == 1 + 2 * 6 and 6 <= out.requests["taskrouter"] <= 12
     assert sorted(f.okta_user_id for f in out.findings if f.kind == "deactivated_user_has_worker") == sorted(users)
     assert _count(engine, role_history, role_history.c.run_id == out.run_id) == 6 + 1  # users[0]: status, then roles
+
+
+def test_a_hostile_event_never_stalls_the_watch(setup, monkeypatch):
+    from tasks.okta_client import OktaClient
+
+    sim, settings, engine, run_id = setup
+    good, broken = _clean_users(sim, engine, run_id)[:2]
+    poll_once(settings)
+    now_ms = int(datetime.now().timestamp() * 1000)
+    sim.org.log.append(LogRecord(now_ms, "user.lifecycle.suspend", "../../apps/x"))
+    sim.org.set_status(broken, "SUSPENDED")
+    sim.org.set_status(good, "SUSPENDED")
+    real = OktaClient.get_app_user
+
+    def refuse_one(self, app_id, user_id):  # a lasting 400 about one user
+        if user_id == broken:
+            raise ApiError("Okta GET /api/v1/apps/x/users/y failed: HTTP 400 E0000001", status=400)
+        return real(self, app_id, user_id)
+
+    monkeypatch.setattr(OktaClient, "get_app_user", refuse_one)
+    out = poll_once(settings)
+    assert out.users == sorted([good, broken]) and out.events == 3
+    assert [f.okta_user_id for f in out.findings] == [good]
+    run = _rows(engine, sync_runs, sync_runs.c.run_id == out.run_id)[0]
+    assert run["status"] == "succeeded"
+    assert [(s["id"], "HTTP 400" in s["reason"]) for s in run["counts"]["skipped_sample"]] == [(broken, True)]
+    assert poll_once(settings).status == "idle"  # handled: the next poll does not stall on it

@@ -118,12 +118,18 @@ def names_user(event, *, app_id: str, flex_groups: frozenset[str] = frozenset())
     return False
 
 
+def is_user_id(value: object) -> bool:
+    """Whether `value` looks like an Okta user id (letters and digits, e.g. `00u1a2b3c4D5e6F7g8h9`):
+    anything else in a log event is hostile or broken and is never put into a request path."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and value.isascii() and value.isalnum()
+
+
 def users_to_reread(events: Iterable, *, app_id: str,
                     flex_groups: frozenset[str] = frozenset()) -> dict[str, list]:
     """user id -> that user's relevant events (oldest first), for exactly the users they name."""
     out: dict[str, list] = {}
     for e in sorted(events, key=lambda e: (e.published, e.uuid)):
-        if e.user_id and names_user(e, app_id=app_id, flex_groups=flex_groups):
+        if is_user_id(e.user_id) and names_user(e, app_id=app_id, flex_groups=flex_groups):
             out.setdefault(e.user_id, []).append(e)
     return out
 

@@ -62,7 +62,7 @@ from okta_flex_sync.storage import watch as watch_store
 from tasks import store
 from tasks.backfill import LOG_FILTER, LogEvent, event_row, parse_log_event
 from tasks.history import changed_fields, desired_state, row_edits, splice, stage_change
-from tasks.http import ApiError, AuthError, NotFoundError
+from tasks.http import ApiError, AuthError, NotFoundError, is_retriable_error
 from tasks.normalize import MalformedRecord, normalize_assignment, normalize_user, parse_worker, username_key
 from tasks.reconcile import reconcile, summarize
 from tasks.okta_client import OktaClient
@@ -324,7 +324,22 @@ class Watch:
         return read
 
     def _read_user(self, uid: str, known: list | None):
-        """(user or None or _UNREADABLE, assignment or None, {sid: worker}, skipped) of one user."""
+        """(user or None or _UNREADABLE, assignment or None, {sid: worker}, skipped) of one user.
+
+        A lasting error about this one user (a 400, a malformed record) skips them, leaving them
+        to the nightly run: otherwise every poll would read the same event and fail again.  Auth
+        errors and outages still fail the poll (the next one reads the window again)."""
+        try:
+            return self._read_user_once(uid, known)
+        except AuthError:
+            raise
+        except (ApiError, ValueError) as exc:
+            if isinstance(exc, ApiError) and is_retriable_error(exc):
+                raise
+            log.warning("user %s skipped this poll: %s", uid, exc)
+            return _UNREADABLE, None, {}, [{"source": "users", "id": uid, "reason": str(exc)[:300]}]
+
+    def _read_user_once(self, uid: str, known: list | None):
         s, okta = self.settings, self.okta()
         try:
             user = normalize_user(okta.get_user(uid), valid_roles=s.valid_role_set,
