@@ -93,6 +93,10 @@ class SimulatorProcess:
         """Change the userType or last name of that fraction of the assigned users."""
         return self._post("/__sim/mutate", {"fraction": fraction_of_assigned, "seed": seed})["user_ids"]
 
+    def change_user(self, user_id: str, **change) -> dict:
+        """`POST /__sim/user`: e.g. `change_user(uid, status="SUSPENDED")` (emits the System Log event)."""
+        return self._post("/__sim/user", {"user_id": user_id, **change})
+
     def cpu_seconds(self) -> float:
         """User + system CPU the simulator process has used so far (Linux /proc)."""
         try:

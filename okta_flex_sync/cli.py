@@ -690,6 +690,54 @@ def evidence(
     typer.echo(f"{output / 'manifest.json'}")
 
 
+@app.command()
+def watch(
+    interval: float = typer.Option(300.0, "--interval", min=1.0,
+                                   help="Seconds between polls, start to start (default 300)."),
+    once: bool = typer.Option(False, "--once", help="Poll once and exit (for cron or a test)."),
+    apply_high: bool = typer.Option(False, "--apply-high",
+                                    help="Act at once on high-severity drift: strip a deactivated user's worker "
+                                         "roles, revert a privilege escalation (guarded by --max-changes)."),
+    max_changes: Optional[int] = typer.Option(None, "--max-changes", min=0,
+                                              help="With --apply-high: refuse when more workers would change "
+                                                   "in one poll [MAX_CHANGES]."),
+    delete_orphans: bool = typer.Option(False, "--delete-orphan-workers",
+                                        help="With --apply-high: delete a deactivated user's worker instead of "
+                                             "stripping its roles."),
+):
+    """Poll the Okta System Log and act within minutes on offboarding and role changes."""
+    from okta_flex_sync.redaction import redact
+    from okta_flex_sync.settings import ConfigError
+
+    if delete_orphans and not apply_high:
+        _die("--delete-orphan-workers needs --apply-high", EXIT_CONFIG)
+    settings = _settings()
+    from okta_flex_sync.jobs.watch import SystemLogGap, poll_once, run_forever
+
+    options = {"apply_high": apply_high, "max_changes": max_changes, "delete_orphans": delete_orphans}
+    try:
+        if once:
+            outcome = poll_once(settings, **options)
+            typer.echo(outcome.line())
+            return
+        typer.echo(f"watching the Okta System Log every {interval:g} s (Ctrl-C stops)")
+
+        def carry_on(exc: Exception) -> bool:
+            typer.echo(redact(f"okta-flex-sync: poll failed, trying again next interval: {exc}",
+                              settings.secret_values()), err=True)
+            return True
+        run_forever(settings, interval=interval, on_poll=lambda o: typer.echo(o.line()), on_error=carry_on,
+                    **options)
+    except KeyboardInterrupt:
+        return
+    except SystemLogGap as exc:
+        _die(str(exc), EXIT_FAILED)
+    except ConfigError as exc:  # LogsForbidden, SchemaOutOfDate, a missing setting
+        _die(str(exc), EXIT_CONFIG)
+    except Exception as exc:
+        _die(redact(f"watch failed: {exc}", settings.secret_values()), EXIT_FAILED)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -366,6 +366,8 @@ class OktaApi:
             raise _not_found("App", app_id)
         if len(parts) == 1:
             return json_response(200, self._app_json())
+        if parts[1] == "groups" and len(parts) == 2:
+            return self.list_app_groups()
         if parts[1] != "users" or len(parts) > 3:
             raise OktaError(404, "E0000022", "The endpoint does not support the provided HTTP method")
         if len(parts) == 3:
@@ -374,6 +376,14 @@ class OktaApi:
                 raise _not_found("AppUser", unquote(parts[2]))
             return json_response(200, self._app_user(a, req.arg("expand") == "user"))
         return self.list_app_users(req)
+
+    def list_app_groups(self) -> Response:
+        """The app's one group assignment ("Flex Agents", which GROUP-scoped app users come from)."""
+        group = {"id": self.org.group_id, "priority": 0, "profile": {},
+                 "lastUpdated": iso_ms(self.org.created_ms),
+                 "_links": {"app": {"href": f"{self.url}/api/v1/apps/{self.org.app_id}"},
+                            "group": {"href": f"{self.url}/api/v1/groups/{self.org.group_id}"}}}
+        return json_response(200, [group])
 
     def list_app_users(self, req: Request) -> Response:
         limit = _int_param(req, "limit", 50, 1, 500)

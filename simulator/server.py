@@ -207,6 +207,8 @@ class _App:
                 payload = req.json() or {}
                 ids = self.org.mutate_fraction(float(payload.get("fraction", 0.01)), int(payload.get("seed", 1)))
                 return json_response(200, {"user_ids": ids})
+            if route == ("POST", "/__sim/user"):
+                return json_response(200, self.change_user(req.json() or {}))
             if route == ("POST", "/__sim/faults"):
                 payload = req.json() or {}
                 self.set_faults(fault_rate=payload.get("fault_rate"), latency_ms=payload.get("latency_ms"),
@@ -216,6 +218,24 @@ class _App:
         except (ValueError, TypeError, AttributeError) as exc:
             return json_response(400, {"error": str(exc)})
         return json_response(404, {"error": f"no control endpoint {req.method} {req.path}"})
+
+    def change_user(self, payload: dict) -> dict:
+        """One user's change as an admin would make it in Okta (each emits its System Log event):
+        `{"user_id": ..., "status": "SUSPENDED"}`, `{"user_id": ..., "userType": "agent"}`,
+        `{"user_id": ..., "unassign": true}`."""
+        uid = payload.get("user_id")
+        if not isinstance(uid, str) or self.org.user(uid) is None:
+            raise ValueError(f"no user {uid!r}")
+        if "status" in payload:
+            self.org.set_status(uid, str(payload["status"]))
+        if "userType" in payload:
+            self.org.set_user_type(uid, payload["userType"])
+        if payload.get("unassign"):
+            try:
+                self.org.unassign(uid)
+            except KeyError as exc:
+                raise ValueError(str(exc).strip("'\"")) from None
+        return {"user": self.org.user(uid)}
 
     def set_faults(self, *, fault_rate=None, latency_ms=None, rate_limits=None, concurrency_limit=None) -> None:
         check_faults(fault_rate, latency_ms, rate_limits)

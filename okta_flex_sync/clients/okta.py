@@ -344,6 +344,17 @@ class OktaClient:
             seen |= uuids
             yield page
 
+    def get_app_user(self, app_id: str, user_id: str) -> dict:
+        """One user's assignment of the app (`AppUser`); `NotFoundError` when not assigned."""
+        result = self._session.request(
+            "GET", f"/api/v1/apps/{_path_segment(app_id, 'app_id')}/users/{_path_segment(user_id, 'user_id')}",
+            check=_expect_object)
+        return result.body
+
+    def iter_app_group_pages(self, app_id: str, *, limit: int = 200) -> Iterator[Page]:
+        """The groups assigned to the app (`ApplicationGroupAssignment`: `id` is the group id)."""
+        yield from self._iter_pages(f"/api/v1/apps/{_path_segment(app_id, 'app_id')}/groups", {"limit": limit})
+
     def get_user(self, user_id: str) -> dict:
         """One user, read from the strongly consistent `/api/v1/users/{id}`."""
         result = self._session.request("GET", f"/api/v1/users/{_path_segment(user_id, 'user_id')}",

@@ -158,7 +158,8 @@ class TaskRouterClient:
     # --- reads ------------------------------------------------------------------------------
 
     def iter_worker_pages(self, *, page_size: int = 1000,
-                          known_attributes: Callable[[list[dict]], dict[str, str]] | None = None) -> Iterator[Page]:
+                          known_attributes: Callable[[list[dict]], dict[str, str]] | None = None,
+                          friendly_name: str | None = None) -> Iterator[Page]:
         """Every worker, a page at a time, with null list `attributes` filled in by a fetch.
 
         `known_attributes(null_rows)` may answer for some of a page's null rows instead (sid ->
@@ -167,6 +168,8 @@ class TaskRouterClient:
         """
         url: str | None = self.workers_path
         query: dict[str, Any] | None = {"PageSize": page_size}
+        if friendly_name is not None:  # the list's FriendlyName filter (case-insensitive, at most one worker)
+            query["FriendlyName"] = friendly_name
         visited: set[str] = set()
         empty_in_a_row = 0
         while url:

@@ -1,6 +1,6 @@
 """Role history (SCD type 2) as pure functions: what each tracked user should look like now,
 which rows to close and open, and how to splice a rebuilt stretch into existing rows.
-No database code here; `tasks.store` applies the result.
+No database code here; `okta_flex_sync.storage.history` applies the result.
 
 Tracked users are those assigned to the Flex app now, plus everyone with a current history row
 (so an unassigned or deleted user gets an explicit closing row instead of a silent gap).
