@@ -75,7 +75,9 @@ def comparable_state(url: str, run_id: str) -> dict[str, list[tuple]]:
     try:
         with engine.connect() as conn:
             state = {t.name: _rows(conn, t, exclude={"run_id"}, where=t.c.run_id == run_id) for t in STAGED}
-            state["drift_findings"] = _rows(conn, drift_findings, exclude={"id", "run_id"},
+            # first_seen_* name the run (each of the compared runs is the first of its database).
+            state["drift_findings"] = _rows(conn, drift_findings,
+                                            exclude={"id", "run_id", "first_seen_run_id", "first_seen_at"},
                                             where=drift_findings.c.run_id == run_id)
             state["okta_users"] = _rows(conn, okta_users, exclude={"run_id"})
             state["role_history"] = sorted(
