@@ -348,6 +348,8 @@ def reconcile_cmd(
     except Exception as exc:
         _die(redact(f"reconcile failed: {exc}", settings.secret_values()), EXIT_FAILED)
     _print_outcome(outcome, apply=False)
+    if outcome.summary_line:
+        typer.echo(outcome.summary_line)
 
 
 def main() -> None:  # pragma: no cover
