@@ -440,6 +440,8 @@ def reconcile_cmd(
     except Exception as exc:
         _die(redact(f"reconcile failed: {_one_line(exc, settings)}", settings.secret_values()), EXIT_FAILED)
     _print_outcome(outcome, apply=False)
+    if outcome.summary_line:
+        typer.echo(outcome.summary_line)
 
 
 # --- data teams: role history through pandas (okta_flex_sync/analytics) ---------------------

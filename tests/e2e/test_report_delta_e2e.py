@@ -136,3 +136,18 @@ def test_fail_on_new_rejects_unknown_severity(tmp_path, monkeypatch):
     assert result.exit_code == 2
     assert "critical" in result.output
     assert not list(tmp_path.iterdir()), "nothing created"
+
+
+def test_reconcile_compares_with_the_night_it_reconciles(fresh_simulator, sim_env, database_url):
+    sim = fresh_simulator(users=120, seed=21)
+    sim_env(sim, database_url)
+    night = run_nightly(load_settings())
+    result = CliRunner().invoke(app, ["reconcile"])
+    assert result.exit_code == 0, result.output
+    m = SUMMARY_LINE.match(result.output.strip().splitlines()[-1])
+    assert m and (m[1], m[2]) == ("0", "0") and int(m[3]) == len(_doc(night)["findings"])
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        run = conn.execute(select(sync_runs).where(sync_runs.c.flow == "reconcile")).mappings().one()
+    assert run["counts"]["delta"]["previous_run_id"] == night.run_id
+    engine.dispose()
