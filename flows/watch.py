@@ -1,6 +1,8 @@
 """Prefect flow `watch`: one System Log poll (deployment `watch/watch`, every 5 minutes)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -18,7 +20,15 @@ def task_poll(settings, apply_high: bool, max_changes: int | None, delete_orphan
     return poll_once(settings, apply_high=apply_high, max_changes=max_changes, delete_orphans=delete_orphan_workers)
 
 
-@flow(name="watch", flow_run_name="watch", log_prints=False, validate_parameters=True)
+def watch_run_name() -> str:
+    """"watch 2026-12-03 09:05" plus " apply-high", so the UI's run list says when and what."""
+    from prefect.runtime import flow_run
+
+    flags = " apply-high" if (flow_run.parameters or {}).get("apply_high") else ""
+    return f"watch {datetime.now(timezone.utc):%Y-%m-%d %H:%M}{flags}"
+
+
+@flow(name="watch", flow_run_name=watch_run_name, log_prints=False, validate_parameters=True)
 def watch(apply_high: bool = False, max_changes: int | None = None, delete_orphan_workers: bool = False) -> dict:
     """Read the Okta System Log since the last poll and, for exactly the users its events name
     (suspended, deactivated, unassigned, profile or userType changed), re-read Okta and their
