@@ -1,7 +1,10 @@
 """Prefect flow `watch`: one System Log poll (deployment `watch/watch`, every 5 minutes)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 
 from okta_flex_sync.flows.common import flow_settings, one_writer
 from okta_flex_sync.storage.lock import RunLockedError
@@ -12,7 +15,13 @@ from okta_flex_sync.tasks.watch import task_poll
 SLOT_WAIT_SECONDS = 1.0
 
 
-@flow(name="watch", flow_run_name="watch", log_prints=False, validate_parameters=True)
+def watch_run_name() -> str:
+    """"watch 2026-12-03 09:05" plus " apply-high", so the UI's run list says when and what."""
+    flags = " apply-high" if (flow_run.parameters or {}).get("apply_high") else ""
+    return f"watch {datetime.now(timezone.utc):%Y-%m-%d %H:%M}{flags}"
+
+
+@flow(name="watch", flow_run_name=watch_run_name, log_prints=False, validate_parameters=True)
 def watch(apply_high: bool = False, max_changes: int | None = None, delete_orphan_workers: bool = False) -> dict:
     """Read the Okta System Log since the last poll and, for exactly the users its events name
     (suspended, deactivated, unassigned, profile or userType changed), re-read Okta and their

@@ -40,9 +40,9 @@ _USER_COLUMNS = {
 }
 
 DICTIONARY: dict[str, Entry] = {
-    "sync_runs": Entry("table", "One row per run of any flow (nightly-sync, backfill, reconcile, evidence).", {
+    "sync_runs": Entry("table", "One row per run of any flow (nightly-sync, backfill, reconcile, watch, evidence).", {
         "run_id": ("text", "Run id: UTC start time and a random suffix."),
-        "flow": ("text", "Flow that ran: nightly-sync, backfill, reconcile or evidence."),
+        "flow": ("text", "Flow that ran: nightly-sync, backfill, reconcile, watch or evidence."),
         "org_url": ("text", "Okta org URL the run read, or NULL."),
         "started_at": ("timestamp", "When the run started, UTC."),
         "finished_at": ("timestamp", "When the run ended, UTC; NULL while running."),
@@ -112,7 +112,7 @@ DICTIONARY: dict[str, Entry] = {
                        "when the pipeline first saw them, which may be long before the pipeline existed."),
         "valid_to": ("timestamp", f"End of the period (exclusive), UTC; `{OPEN_PERIOD}` while current."),
         "run_id": ("text", "Run that wrote the row."),
-        "source": ("text", "nightly or backfill."),
+        "source": ("text", "nightly, backfill or watch (a System Log poll, dated by the event)."),
     }),
     "drift_findings": Entry("table", "Findings of each reconciliation of TaskRouter workers against Okta.", {
         "id": ("integer", "Row id."),
@@ -180,7 +180,7 @@ DICTIONARY: dict[str, Entry] = {
         "assigned_before": ("boolean", "Assigned before; NULL for first_seen."),
         "assigned_after": ("boolean", "Assigned after."),
         "run_id": ("text", "Run that wrote the new row."),
-        "source": ("text", "nightly or backfill."),
+        "source": ("text", "nightly, backfill or watch (a System Log poll, dated by the event)."),
     }),
     "role_grants": Entry("view", "One row per user, role and uninterrupted period in which the user held the role "
                          "while assigned to the Flex app.", {

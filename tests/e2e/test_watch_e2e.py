@@ -314,6 +314,8 @@ def test_server_errors_are_retried_within_the_poll(setup):
 
 @pytest.mark.parametrize("args, message", [
     (["watch", "--once", "--delete-orphan-workers"], "--delete-orphan-workers needs --apply-high"),
+    (["watch", "--interval", "0"], "Invalid value for '--interval'"),
+    (["watch", "--once", "--apply-high", "--max-changes", "-1"], "Invalid value for '--max-changes'"),
 ])
 def test_cli_usage_errors(args, message, fresh_simulator, sim_env):
     sim_env(fresh_simulator(users=20, seed=2))

@@ -1,10 +1,13 @@
 """The `watch` Prefect flow under the session's test harness, and its deployment in prefect.yaml."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from sqlalchemy import select
 
 from okta_flex_sync.flows.common import one_writer
@@ -37,8 +40,14 @@ def test_watch_flow_reports_a_suspension_and_strips_roles(fresh_simulator, sim_e
                and sim.org.workspace.by_name(sim.org.assignment(u).app_username) is not None
                and "agent" in str(sim.org.user(u)["profile"].get("userType")))
     sim.org.set_status(uid, "SUSPENDED")
-    result = watch(apply_high=True)
+    state = watch(apply_high=True, return_state=True)
+    result = state.result()
     assert (result["status"], result["users"], result["repaired"]) == ("drift", 1, 1)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+    assert re.fullmatch(r"watch \d{4}-\d\d-\d\d \d\d:\d\d apply-high", run.name), run.name
+    assert [t.name.rsplit("-", 1)[0] for t in tasks] == ["poll the system log"]
     assert Path(result["report"]).parent.parent == Path(env["REPORT_DIR"]) / "watch"
     engine = make_engine(env["DATABASE_URL"])
     try:

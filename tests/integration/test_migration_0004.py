@@ -55,7 +55,7 @@ def test_0004_on_a_populated_database(engine):
                         (run_id, "roles_mismatch", "medium", sid, f"{sid}@example.com"))
 
         _alembic(engine, "upgrade", "head")
-        assert current_revision(engine) == HEAD_REVISION == "0004"
+        assert current_revision(engine) == HEAD_REVISION
         assert {"status", "first_seen_run_id", "first_seen_at"} <= _columns(engine, "drift_findings")
         assert "workspace_sid" in _columns(engine, "sync_runs")
         with engine.connect() as conn:
