@@ -26,12 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from okta_flex_sync.models.records import FINDING_KINDS  # noqa: E402
-from okta_flex_sync.reports.document import (  # noqa: E402
-    FILE_NAMES,
-    RENDERERS,
-    atomic_write,
-    build_report,
-)
+from okta_flex_sync.reports.document import FILE_NAMES, build_report  # noqa: E402
+from okta_flex_sync.reports.files import RENDERERS, atomic_write  # noqa: E402
 
 TARGET_SECONDS = 2.0
 TARGET_HTML_BYTES = 10 * 1024 * 1024

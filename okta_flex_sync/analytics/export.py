@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from okta_flex_sync.analytics.frames import BOOLEANS, ROLE_LISTS, TIMESTAMPS
-from okta_flex_sync.reports.document import csv_cell
+from okta_flex_sync.reports.text import csv_cell
 
 FORMATS = ("table", "csv", "json", "parquet")
 

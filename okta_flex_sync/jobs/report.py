@@ -6,7 +6,8 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from okta_flex_sync.reports.document import build_report, run_report_dir, write_reports
+from okta_flex_sync.reports.document import build_report
+from okta_flex_sync.reports.files import run_report_dir, write_reports
 from okta_flex_sync.settings import Settings
 from okta_flex_sync.storage import runs as runs_db
 from okta_flex_sync.storage.common import utcnow

@@ -91,7 +91,8 @@ from okta_flex_sync.models.records import (
     Worker,
 )
 from okta_flex_sync.redaction import redact
-from okta_flex_sync.reports.document import build_report, run_report_dir, write_reports
+from okta_flex_sync.reports.document import build_report
+from okta_flex_sync.reports.files import run_report_dir, write_reports
 from okta_flex_sync.settings import ConfigError, Settings
 from okta_flex_sync.storage import findings as findings_db
 from okta_flex_sync.storage import history as history_db

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from okta_flex_sync.models.records import SEVERITIES
-from okta_flex_sync.reports.document import md_escape
+from okta_flex_sync.reports.text import md_escape
 
 DIGEST_FINDINGS = 5
 

@@ -20,9 +20,9 @@ from okta_flex_sync.reports.document import (
     ARTIFACT_ROWS,
     high_findings,
     high_severity_rows,
-    render_markdown,
     summary_rows,
 )
+from okta_flex_sync.reports.text import render_markdown
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,8 @@ from urllib.parse import quote
 import pytest
 
 from okta_flex_sync.models.records import Finding
-from okta_flex_sync.reports.document import build_report, render_html
+from okta_flex_sync.reports.document import build_report
+from okta_flex_sync.reports.html_page import render_html
 
 pytestmark = pytest.mark.browser
 

@@ -10,13 +10,15 @@ import pytest
 
 from okta_flex_sync.models.records import FINDING_KINDS
 from okta_flex_sync.reports.digest import render_digest, summary_line
-from okta_flex_sync.reports.document import build_report, render_html, render_markdown
+from okta_flex_sync.reports.document import build_report
 from okta_flex_sync.reports.guide import GUIDE, next_steps, planned_changes
+from okta_flex_sync.reports.html_page import render_html
 from okta_flex_sync.reports.links import (
     okta_admin_base,
     okta_user_url,
     twilio_worker_url,
 )
+from okta_flex_sync.reports.text import render_markdown
 
 WS = "WS" + "a" * 32
 WK1, WK2, WK3, WK4 = ("WK" + c * 32 for c in "1234")

@@ -23,13 +23,14 @@ from okta_flex_sync.reports.document import (
     InvalidRunId,
     UnknownReportFormat,
     build_report,
+)
+from okta_flex_sync.reports.files import run_report_dir, write_reports
+from okta_flex_sync.reports.html_page import render_html
+from okta_flex_sync.reports.text import (
     csv_cell,
     md_escape,
-    render_html,
     render_json,
     render_markdown,
-    run_report_dir,
-    write_reports,
 )
 from okta_flex_sync.tasks import artifacts
 
@@ -395,7 +396,7 @@ def test_failed_write_keeps_the_previous_report_and_leaves_no_temp_file(tmp_path
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(reports.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_reports(report_for(hostile_findings("x")), tmp_path, formats=("json",))
     assert (tmp_path / "drift.json").read_bytes() == before
