@@ -707,7 +707,9 @@ def watch(
                                         help="With --apply-high: delete a deactivated user's worker instead of "
                                              "stripping its roles."),
 ):
-    """Poll the Okta System Log and act within minutes on offboarding and role changes."""
+    """Poll the Okta System Log: offboarding and role changes in minutes.
+
+    Reads the System Log since its cursor and re-reads exactly the users its events name."""
     from okta_flex_sync.redaction import redact
     from okta_flex_sync.settings import ConfigError
 
