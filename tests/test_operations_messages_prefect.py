@@ -191,3 +191,16 @@ def test_a_finished_nightly_run_logs_its_counts_and_report_folder(fresh_simulato
     assert line.startswith(f"run {run_id} finished: ")
     assert "Okta users" in line and "Flex assignments" in line and "workers" in line and "findings" in line
     assert line.endswith(f"; reports in {env['REPORT_DIR']}/{run_id} (json, csv, html, md)")
+
+
+@harness
+def test_the_reconcile_flow_refuses_a_missing_sqlite_file_and_creates_nothing(monkeypatch, tmp_path):
+    from flows.reconcile import reconcile_flow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///nowhere/ofs.db")
+    state = reconcile_flow(return_state=True)
+    assert state.is_failed()
+    assert state.message == (f"no database at {tmp_path / 'nowhere' / 'ofs.db'} (DATABASE_URL=sqlite:///nowhere/ofs.db): "
+                             f"check the path, or run `okta-flex-sync run` to start a new history there")
+    assert list(tmp_path.iterdir()) == []
