@@ -204,3 +204,27 @@ def test_the_reconcile_flow_refuses_a_missing_sqlite_file_and_creates_nothing(mo
     assert state.message == (f"no database at {tmp_path / 'nowhere' / 'ofs.db'} (DATABASE_URL=sqlite:///nowhere/ofs.db): "
                              f"check the path, or run `okta-flex-sync run` to start a new history there")
     assert list(tmp_path.iterdir()) == []
+
+
+@harness
+@pytest.mark.parametrize("parameters, refused", [
+    ({"max_changes": -1}, "max_changes"),
+    ({"apply": "maybe"}, "apply"),
+    ({"max_changes": 10, "full": True}, None),
+])
+def test_nightly_parameters_are_checked_when_the_run_is_created(parameters, refused):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from flows.nightly import nightly_sync
+
+    deployment_id = _create_deployment(nightly_sync, "issue-16-typed-nightly")
+    with get_client(sync_client=True) as client:
+        if refused is None:
+            run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+            client.delete_flow_run(run.id)
+            return
+        with pytest.raises(PrefectHTTPStatusError) as err:
+            client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+    assert err.value.response.status_code == 409
+    assert f"Validation failed for field '{refused}'" in err.value.response.text
