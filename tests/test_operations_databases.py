@@ -229,7 +229,9 @@ def test_postgres_going_away_mid_run_is_one_line_and_the_next_run_is_exact(
     engine = make_engine(pg_database_url)
     try:
         with engine.connect() as conn:  # the lock was released (or died with its connection)
-            assert conn.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")).scalar() == 0
+            assert conn.execute(text(  # pg_locks is the whole server's: count this database's only
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).scalar() == 0
     finally:
         engine.dispose()
 
