@@ -362,10 +362,12 @@ def history(
         table_rows.append({"valid_from": f"{r['valid_from']:%Y-%m-%d %H:%M}",
                            "valid_to": "current" if to.year == 9999 else f"{to:%Y-%m-%d %H:%M}",
                            "status": r["status"], "assigned": "yes" if r["assigned"] else "no",
-                           "roles": r["roles"] or "-", "full_name": r["full_name"], "email": r["email"] or "",
+                           # ", " lets a narrow table wrap between roles instead of inside one
+                           "roles": ", ".join((r["roles"] or "-").split(",")), "full_name": r["full_name"],
+                           "email": r["email"] or "",
                            "run_id": r["run_id"]})
     print_rows(_HISTORY_COLUMNS, table_rows, "table", title=f"Role history of {login}",
-               min_widths={"valid_from": 10, "valid_to": 10, "status": 6, "assigned": 8})
+               min_widths={"valid_from": 10, "valid_to": 10, "status": 6, "assigned": 8, "roles": 10})
     if when is not None:
         current = [r for r in rows if r["valid_from"] <= when < r["valid_to"]]
         if current:
