@@ -56,7 +56,7 @@ def _epilog(codes: str, settings: str) -> str:
 _DB = "2 bad option or DATABASE_URL problem (missing SQLite file, unreachable server, schema behind)"
 _EPILOGS = {
     "run": _epilog("0 success (drift is data, not failure), 1 run failed, 2 configuration or database error, "
-                   "3 --fail-on threshold met, 4 another run holds the writer lock",
+                   "3 --fail-on or --fail-on-new threshold met, 4 another run holds the writer lock",
                    "OKTA_ORG_URL, OKTA_API_TOKEN or OKTA_CLIENT_ID + OKTA_PRIVATE_KEY, OKTA_FLEX_APP_ID, "
                    "TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN or TWILIO_API_KEY_SID + _SECRET, TWILIO_WORKSPACE_SID, "
                    "DATABASE_URL, REPORT_DIR, OKTA_RATE_LIMIT_PERCENT, MAX_CHANGES, SHRINK_GUARD_PERCENT, "
@@ -70,6 +70,14 @@ _EPILOGS = {
                         "OKTA_RATE_LIMIT_PERCENT"),
     "reconcile": _epilog(f"0 done, 1 no staged run or reconcile failed, {_DB}", "DATABASE_URL, REPORT_DIR"),
     "db upgrade": _epilog("0 upgraded, 1 migration failed, 2 DATABASE_URL problem", "DATABASE_URL"),
+    "roles": _epilog("0 written, 2 unusable WHEN, format or output, or a database problem", "DATABASE_URL"),
+    "evidence": _epilog("0 written, 2 unusable WHEN or output directory, or a database problem",
+                        "DATABASE_URL, OKTA_ORG_URL, TWILIO_WORKSPACE_SID (named in the manifest)"),
+    "watch": _epilog("0 polled (or skipped: another run holds the writer lock), 1 poll failed or the System Log "
+                     "has a gap (run `okta-flex-sync run --full`), 2 configuration error or no okta.logs.read",
+                     "OKTA_ORG_URL, OKTA_API_TOKEN or OKTA_CLIENT_ID, OKTA_FLEX_APP_ID, TWILIO_ACCOUNT_SID, "
+                     "TWILIO_AUTH_TOKEN or TWILIO_API_KEY_SID + _SECRET, TWILIO_WORKSPACE_SID, DATABASE_URL, "
+                     "REPORT_DIR, OKTA_RATE_LIMIT_PERCENT, MAX_CHANGES"),
 }
 
 
@@ -380,10 +388,12 @@ def history(
         table_rows.append({"valid_from": f"{r['valid_from']:%Y-%m-%d %H:%M}",
                            "valid_to": "current" if to.year == 9999 else f"{to:%Y-%m-%d %H:%M}",
                            "status": r["status"], "assigned": "yes" if r["assigned"] else "no",
-                           "roles": r["roles"] or "-", "full_name": r["full_name"], "email": r["email"] or "",
+                           # ", " lets a narrow table wrap between roles instead of inside one
+                           "roles": ", ".join((r["roles"] or "-").split(",")), "full_name": r["full_name"],
+                           "email": r["email"] or "",
                            "run_id": r["run_id"]})
     print_rows(_HISTORY_COLUMNS, table_rows, "table", title=f"Role history of {login}",
-               min_widths={"valid_from": 10, "valid_to": 10, "status": 6, "assigned": 8})
+               min_widths={"valid_from": 10, "valid_to": 10, "status": 6, "assigned": 8, "roles": 10})
     if when is not None:
         current = [r for r in rows if r["valid_from"] <= when < r["valid_to"]]
         if current:
@@ -571,7 +581,7 @@ def _now() -> datetime:
     return utcnow()
 
 
-@roles_app.command("snapshot")
+@roles_app.command("snapshot", epilog=_EPILOGS["roles"])
 def roles_snapshot(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="WHEN: a date or ISO timestamp, naive = UTC (default: now)."),
     fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f", help=_FORMAT_HELP),
@@ -589,7 +599,7 @@ def roles_snapshot(
         engine.dispose()
 
 
-@roles_app.command("changes")
+@roles_app.command("changes", epilog=_EPILOGS["roles"])
 def roles_changes(
     start: Optional[str] = typer.Option(None, "--from", help="WHEN the interval starts (inclusive)."),
     end: Optional[str] = typer.Option(None, "--to", help="WHEN it ends (exclusive; default: now)."),
@@ -609,7 +619,8 @@ def roles_changes(
         engine.dispose()
 
 
-@app.command("export")
+@app.command("export", epilog=_EPILOGS["roles"],
+             short_help="Export history, snapshots, changes, grants or findings.")
 def export_cmd(
     name: str = typer.Argument(..., help="role_history, snapshot, changes, grants or findings."),
     fmt: Optional[OutputFormat] = typer.Option(None, "--format", "-f", help=_FORMAT_HELP),
@@ -648,7 +659,7 @@ def export_cmd(
         engine.dispose()
 
 
-@app.command()
+@app.command(epilog=_EPILOGS["evidence"], short_help="Access-review evidence files with a SHA-256 manifest.")
 def evidence(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="WHEN the review looks at (a date or ISO timestamp, naive = UTC)."),
     since: Optional[str] = typer.Option(None, "--since",
@@ -692,7 +703,7 @@ def evidence(
     typer.echo(f"{output / 'manifest.json'}")
 
 
-@app.command()
+@app.command(epilog=_EPILOGS["watch"], short_help="Poll the Okta System Log: offboarding and role changes in minutes.")
 def watch(
     interval: float = typer.Option(300.0, "--interval", min=1.0,
                                    help="Seconds between polls, start to start (default 300)."),

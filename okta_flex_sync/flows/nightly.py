@@ -5,6 +5,7 @@ from prefect import flow, get_run_logger
 
 from okta_flex_sync.core.run_summary import finished_line
 from okta_flex_sync.flows.common import flow_settings, nightly_run_name, one_writer
+from okta_flex_sync.flows.parameters import ChangeLimit
 from okta_flex_sync.jobs.lifecycle import running
 from okta_flex_sync.jobs.nightly import NightlySync
 from okta_flex_sync.tasks.known_errors import quiet_flow, unwrap
@@ -19,7 +20,7 @@ from okta_flex_sync.tasks.nightly import (
 
 @flow(name="nightly-sync", flow_run_name=nightly_run_name, log_prints=False, validate_parameters=True)
 @quiet_flow
-def nightly_sync(apply: bool = False, full: bool = False, max_changes: int | None = None,
+def nightly_sync(apply: bool = False, full: bool = False, max_changes: ChangeLimit | None = None,
                  strip_deactivated: bool = False, delete_orphans: bool = False, allow_shrink: bool = False,
                  return_outcome: bool = False):
     """Pull Okta users, Flex app assignments and TaskRouter workers (concurrently), stage them,

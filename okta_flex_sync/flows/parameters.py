@@ -16,3 +16,6 @@ from pydantic import Field
 DAY_PATTERN = r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"
 
 Day = Annotated[date, Field(description="a UTC day, YYYY-MM-DD", json_schema_extra={"pattern": DAY_PATTERN})]
+
+# `minimum` is a keyword Prefect's check enforces: `-p max_changes=-1` is refused at creation.
+ChangeLimit = Annotated[int, Field(ge=0, description="refuse to repair when more workers would change")]

@@ -283,7 +283,9 @@ class Backfill:
     def finish(self) -> BackfillResult:
         result = BackfillResult.of(self.start, self.end, self.dry_run, self.run_id, self.summaries)
         if self.run_id is not None:
-            runs_db.finish_run(self.engine, self.run_id, status="succeeded", counts=result.as_dict())
+            usage = getattr(self._okta, "rate_limit_usage", dict)() if self._okta is not None else {}
+            runs_db.finish_run(self.engine, self.run_id, status="succeeded",
+                               counts={**result.as_dict(), "rate_limits": usage})
         return result
 
     def nothing_rebuilt_reason(self, result: BackfillResult) -> str | None:

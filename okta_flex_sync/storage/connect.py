@@ -98,6 +98,8 @@ def describe_database_error(exc: BaseException, url: str) -> str:
             or "connection is lost" in low or "connection was lost" in low:
         return (f"lost the connection to the database mid-run: {reason} ({where}); nothing half-written is kept, "
                 f"run again when the database is back")
+    if "file is not a database" in low:
+        return f"that file is not a SQLite database ({where}): point DATABASE_URL at the okta-flex-sync database"
     if "unable to open database file" in low:
         return f"cannot open the SQLite file: {reason} ({where}): check the path and its permissions"
     if "database is locked" in low:

@@ -36,7 +36,7 @@ def test_read_commands_refuse_a_missing_sqlite_file_and_create_nothing(command, 
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, result.output
     line = _one_line(result.output)
-    assert line == (f"okta-flex-sync: no database at {tmp_path / 'typo' / 'okta_flex_sync.db'} "
+    assert line == (f"okta-flex-sync: no database at {tmp_path / 'typo' / 'okta_flex_sync.storage.engine'} "
                     f"(DATABASE_URL=sqlite:///typo/okta_flex_sync.db): check the path, or run "
                     f"`okta-flex-sync run` to start a new history there")
     assert list(tmp_path.iterdir()) == [], "a read command created something"
@@ -81,6 +81,8 @@ _URL = "postgresql+psycopg://app:s3cr3t@db:5432/ofs"
      "lost the connection to the database mid-run: terminating connection due to administrator command "
      "(DATABASE_URL=postgresql://app:***@db:5432/ofs); nothing half-written is kept, run again when the "
      "database is back"),
+    ("file is not a database", "that file is not a SQLite database (DATABASE_URL=postgresql://app:***@db:5432/ofs): "
+                               "point DATABASE_URL at the okta-flex-sync database"),
     ("something else entirely", "database error: something else entirely (DATABASE_URL=postgresql://app:***@db:5432/ofs)"),
 ])
 def test_driver_errors_become_one_line_without_parameters_or_links(driver_message, expected):
@@ -291,3 +293,14 @@ def test_a_connection_lost_while_reporting_after_publish_still_reports_success(
     assert result.exit_code == 0, result.output
     assert len(calls) == 2
     assert _status_of_runs(pg_database_url) == ["succeeded"]
+
+
+def test_a_file_that_is_not_a_database_is_one_line_exit_2(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.db").write_text("not a database\n")
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///notes.db")
+    result = CliRunner().invoke(app, ["history", "ann@example.com"])
+    assert result.exit_code == 2, result.output
+    assert _one_line(result.output) == ("okta-flex-sync: that file is not a SQLite database "
+                                        "(DATABASE_URL=sqlite:///notes.db): point DATABASE_URL at the okta-flex-sync database")
+    assert (tmp_path / "notes.db").read_text() == "not a database\n"

@@ -191,3 +191,40 @@ def test_a_finished_nightly_run_logs_its_counts_and_report_folder(fresh_simulato
     assert line.startswith(f"run {run_id} finished: ")
     assert "Okta users" in line and "Flex assignments" in line and "workers" in line and "findings" in line
     assert line.endswith(f"; reports in {env['REPORT_DIR']}/{run_id} (json, csv, html, md)")
+
+
+@harness
+def test_the_reconcile_flow_refuses_a_missing_sqlite_file_and_creates_nothing(monkeypatch, tmp_path):
+    from okta_flex_sync.flows.reconcile import reconcile_flow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", "sqlite:///nowhere/ofs.db")
+    state = reconcile_flow(return_state=True)
+    assert state.is_failed()
+    assert state.message == (f"no database at {tmp_path / 'nowhere' / 'ofs.db'} (DATABASE_URL=sqlite:///nowhere/ofs.db): "
+                             f"check the path, or run `okta-flex-sync run` to start a new history there")
+    assert list(tmp_path.iterdir()) == []
+
+
+@harness
+@pytest.mark.parametrize("parameters, refused", [
+    ({"max_changes": -1}, "max_changes"),
+    ({"apply": "maybe"}, "apply"),
+    ({"max_changes": 10, "full": True}, None),
+])
+def test_nightly_parameters_are_checked_when_the_run_is_created(parameters, refused):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from okta_flex_sync.flows.nightly import nightly_sync
+
+    deployment_id = _create_deployment(nightly_sync, "issue-16-typed-nightly")
+    with get_client(sync_client=True) as client:
+        if refused is None:
+            run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+            client.delete_flow_run(run.id)
+            return
+        with pytest.raises(PrefectHTTPStatusError) as err:
+            client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
+    assert err.value.response.status_code == 409
+    assert f"Validation failed for field '{refused}'" in err.value.response.text

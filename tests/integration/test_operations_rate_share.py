@@ -195,3 +195,25 @@ def test_each_run_records_per_bucket_the_most_it_spent(fresh_simulator, sim_env,
         assert 1 <= limits[bucket]["max_used"] <= limits[bucket]["limit"] // 2
         assert limits[bucket]["percent"] == 50
     assert sim.stats()["429"] == 0
+
+
+def test_a_backfill_records_its_log_bucket_use_too(fresh_simulator, sim_env, monkeypatch):
+    from datetime import date, timedelta
+
+    sim = fresh_simulator(users=40, seed=17, rate_limits={"logs": 30})
+    env = sim_env(sim)
+    assert CliRunner().invoke(app, ["run", "--no-prefect"]).exit_code == 0
+    day = (date.today() - timedelta(days=1)).isoformat()
+    result = CliRunner().invoke(app, ["backfill", "--start", day, "--end", day])
+    assert result.exit_code == 0, result.output
+    engine = make_engine(env["DATABASE_URL"])
+    try:
+        with engine.connect() as conn:
+            counts = conn.execute(text("SELECT counts FROM sync_runs WHERE flow = 'backfill'")).scalar()
+    finally:
+        engine.dispose()
+    import json
+
+    limits = (json.loads(counts) if isinstance(counts, str) else counts)["rate_limits"]
+    assert limits["logs"]["limit"] == 30 and 1 <= limits["logs"]["max_used"] <= 15
+    assert limits["logs"]["percent"] == 50
