@@ -42,7 +42,7 @@ def test_help_lists_every_option_whole(command, options):
 def test_run_help_lists_its_exit_codes():
     out = " ".join(CliRunner().invoke(app, ["run", "--help"], env={"COLUMNS": "80"}).output.split())
     assert ("Exit codes: 0 success (drift is data, not failure), 1 run failed, 2 configuration or database "
-            "error, 3 --fail-on threshold met, 4 another run holds the writer lock.") in out
+            "error, 3 --fail-on or --fail-on-new threshold met, 4 another run holds the writer lock.") in out
     assert "OKTA_RATE_LIMIT_PERCENT" in out
 
 
