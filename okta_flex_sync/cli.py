@@ -502,28 +502,6 @@ def _output_format(fmt: Optional[OutputFormat], output: Optional[Path]) -> str:
     return chosen
 
 
-def _read_database(settings):
-    """An engine on an existing, up-to-date database; exit 2 when there is none."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        db = url.database
-        if not db or db == ":memory:" or not Path(db).expanduser().is_file():
-            _die(f"database {db or ':memory:'} does not exist (DATABASE_URL); a run creates it", EXIT_CONFIG)
-    else:
-        from okta_flex_sync.storage.engine import make_engine
-
-        probe = make_engine(settings.database_url)
-        try:
-            with probe.connect():
-                pass
-        except Exception as exc:
-            _die(f"cannot open database {url.render_as_string(hide_password=True)}: "
-                 f"{str(exc).splitlines()[0][:200]}", EXIT_CONFIG)
-        finally:
-            probe.dispose()
-    return _open(settings)
 
 
 def _emit(df, fmt: str, output: Optional[Path], title: str) -> None:
@@ -591,7 +569,7 @@ def roles_snapshot(
     now = _now()
     moment = _when(as_of, "--as-of", now) or now
     chosen = _output_format(fmt, output)
-    engine = _read_database(_settings())
+    engine = _open(_settings())
     try:
         df = _frame("snapshot", engine, as_of=moment, start=None, end=None, include_first_seen=False, run_id=None)
         _emit(df, chosen, output, "Role snapshot")
@@ -611,7 +589,7 @@ def roles_changes(
     """One row per change of roles, assignment or status in [--from, --to)."""
     lo, hi = _interval(start, end, _now())
     chosen = _output_format(fmt, output)
-    engine = _read_database(_settings())
+    engine = _open(_settings())
     try:
         df = _frame("changes", engine, as_of=None, start=lo, end=hi, include_first_seen=include_first_seen, run_id=None)
         _emit(df, chosen, output, "Role changes")
@@ -651,7 +629,7 @@ def export_cmd(
     elif name in ("snapshot", "findings"):
         moment = moment or now
     chosen = _output_format(fmt, output)
-    engine = _read_database(_settings())
+    engine = _open(_settings())
     try:
         df = _frame(name, engine, as_of=moment, start=lo, end=hi, include_first_seen=include_first_seen, run_id=run_id)
         _emit(df, chosen, output, name)
@@ -688,7 +666,7 @@ def evidence(
     if not output.parent.is_dir():
         _die(f"--output {output}: directory {output.parent} does not exist", EXIT_CONFIG)
     settings = _settings()
-    engine = _read_database(settings)
+    engine = _open(settings)
     try:
         from okta_flex_sync import __version__
         from okta_flex_sync.analytics.evidence import write_evidence
