@@ -36,7 +36,7 @@ def test_read_commands_refuse_a_missing_sqlite_file_and_create_nothing(command, 
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, result.output
     line = _one_line(result.output)
-    assert line == (f"okta-flex-sync: no database at {tmp_path / 'typo' / 'okta_flex_sync.storage.engine'} "
+    assert line == (f"okta-flex-sync: no database at {tmp_path / 'typo' / 'okta_flex_sync.db'} "
                     f"(DATABASE_URL=sqlite:///typo/okta_flex_sync.db): check the path, or run "
                     f"`okta-flex-sync run` to start a new history there")
     assert list(tmp_path.iterdir()) == [], "a read command created something"
