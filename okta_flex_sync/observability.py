@@ -80,6 +80,7 @@ class Progress:
 
     def __enter__(self):
         if self.tty:
+            # local: the bars are only for a terminal; a scheduled run never loads them
             from rich.progress import Progress as RichProgress
             from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 
