@@ -182,7 +182,10 @@ def against_floor(bench: Bench, sim: SimulatorProcess, result: Result, run_once:
     best = min(floors, key=lambda f: f["wall"])
     ratio = result.wall / best["wall"]
     result.details.update({"floor_wall": best["wall"], "floor_cpu": best["cpu"], "floor_listings": best["listings"],
-                           "floor_walls": [f["wall"] for f in floors], "times_floor": round(ratio, 2)})
+                           "floor_pages": best["pages"], "floor_walls": [f["wall"] for f in floors],
+                           "times_floor": round(ratio, 2)})
+    run_pages = {k: v for k, v in (result.details.get("pages") or {}).items() if k in best["pages"]}
+    result.check(f"the floor walked the run's pages ({best['pages']} against {run_pages})", best["pages"] == run_pages)
     target = FLOOR_TARGETS.get(result.scenario)
     if target is not None:
         result.check(f"whole run at most {target:g}x the floor ({result.wall:.2f} s / {best['wall']:.2f} s = "

@@ -27,7 +27,7 @@ _NEXT = re.compile(r'<([^>]+)>;\s*rel="next"')
 def _get(url: str, headers: dict) -> tuple[bytes, str]:
     request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as response:
-        return response.read(), response.headers.get("Link", "") or ""
+        return response.read(), ", ".join(response.headers.get_all("Link") or ())
 
 
 def walk_okta(url: str, headers: dict) -> tuple[int, int]:
