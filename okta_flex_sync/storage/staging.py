@@ -57,13 +57,12 @@ def landing(engine: Engine) -> Iterator[Connection]:
             yield conn
             return
         raw = conn.connection.driver_connection
-        previous = int(raw.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
         raw.execute("PRAGMA wal_autocheckpoint=0")
         try:
             yield conn
         finally:
             try:
-                raw.execute(f"PRAGMA wal_autocheckpoint={previous}")
+                raw.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default, which nothing else changes
             except Exception as exc:  # noqa: BLE001 - never pool a connection that would not checkpoint
                 log.warning("could not restore WAL checkpoints on a landing connection (%s); discarding it",
                             type(exc).__name__)
