@@ -51,7 +51,8 @@ def landing(engine: Engine) -> Iterator[Connection]:
     landed: 2-3 s of wall time against 0.5 s without, 0.4 s of CPU either way).  The first
     commit after landing (publish) checkpoints the whole WAL once.  Commits stay as they were:
     a crash keeps every landed page; a power loss may roll back to the last checkpoint, as
-    synchronous=NORMAL always allowed, and an unpublished run is repeated anyway."""
+    synchronous=NORMAL always allowed, and an unpublished run is repeated anyway.  The WAL file
+    left behind is cut back to `journal_size_limit` (see `storage.engine`)."""
     with engine.connect() as conn:
         if conn.dialect.name != "sqlite":
             yield conn

@@ -80,3 +80,11 @@ def test_landing_restores_checkpoints_after_a_failed_batch(engine):
         assert _autocheckpoint(conn) == 1000
         seqs = conn.execute(select(raw_pages.c.seq).where(raw_pages.c.run_id == run_id)).scalars().all()
     assert seqs == [1]  # the committed batch stays landed, the failed one is rolled back
+
+
+def test_wal_left_on_disk_is_capped(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("WAL files are SQLite's")
+    with engine.connect() as conn:
+        limit = int(conn.connection.driver_connection.execute("PRAGMA journal_size_limit").fetchone()[0])
+    assert limit == 64 * 1024 * 1024
