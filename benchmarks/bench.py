@@ -1,7 +1,7 @@
 """`make bench`: the nightly run at contact-center scale, against the bundled simulator.
 
 For each scenario it prints wall time, requests made, 429s received and the pipeline's peak RSS,
-then checks the targets of issue 7.  The simulator and every measured run are separate processes,
+then checks the targets of issues 7 and 17.  The simulator and every measured run are separate processes,
 so one run's memory never counts against another and the server's CPU is not the pipeline's.
 
     python benchmarks/bench.py                       # every scenario (about 5 minutes)
@@ -15,7 +15,11 @@ Postgres (a scratch database, dropped after); 3 incremental run after 1% of the 
 4 full run with 100 ms latency per request; 5 full run with the users endpoint limited to 600
 requests/min; 5b the same with a limit the run must wait for (450/min); 5c 600/min with
 OKTA_RATE_LIMIT_PERCENT=50 (this run takes half of each window); 6 full run, 1M users;
+stress: full run, 100k users / 65k assignments / 60k workers (its own simulator process);
 prefect: scenario 1 as the Prefect flow and as a plain run, for the time Prefect adds.
+Scenarios 1 and stress also time the floor (`floor.py`: a bare client walking the same listings
+against the same simulator process, alone, before and after the run) and check the run against it.
+Every plain run reports the CPU seconds of each stage per 1,000 users.
 Targets not met are reported, not hidden; the exit code is 1 only when a scenario failed to run
 (or, with --strict, missed a target).
 """
@@ -34,6 +38,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -41,8 +46,8 @@ sys.path.insert(0, str(HERE))
 from simproc import SimulatorProcess
 
 CHILD = HERE / "child.py"
-ALL_SCENARIOS = ("1", "2", "3", "4", "5", "5b", "5c", "6", "prefect")
-QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "5c", "6", "prefect")  # 5b has to wait out a whole minute
+ALL_SCENARIOS = ("1", "2", "3", "4", "5", "5b", "5c", "6", "stress", "prefect")
+QUICK_SCENARIOS = ("1", "2", "3", "4", "5", "5c", "6", "stress", "prefect")  # 5b has to wait out a whole minute
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RUN_ONCE = frozenset({"4", "5b", "5c", "6"})  # minutes each, and judged against floors far above the noise
 
@@ -56,12 +61,17 @@ class Sizes:
     latency_ms: float
     users_rate_limit: int
     binding_rate_limit: int
+    stress_assigned: int = 65_000  # the stress org: beyond TaskRouter's default 15,000-worker cap
+    stress_workers: int = 60_000
 
 
 FULL = Sizes(users=100_000, assigned=15_000, workers=15_000, big_users=1_000_000, latency_ms=100,
              users_rate_limit=600, binding_rate_limit=450)
 QUICK = Sizes(users=2_000, assigned=300, workers=300, big_users=20_000, latency_ms=20,
-              users_rate_limit=600, binding_rate_limit=8)
+              users_rate_limit=600, binding_rate_limit=8, stress_assigned=1_300, stress_workers=1_200)
+# Targets of issue 17, as multiples of the floor (a bare client walking the same listings).
+FLOOR_TARGETS = {"1": 3.0, "stress": 4.0}
+BIG_RUN_SECONDS, BIG_RSS_VS_S1 = 30, 1.5
 
 
 @dataclass
@@ -129,7 +139,7 @@ class Bench:
             tail = " | ".join(proc.stderr.strip().splitlines()[-5:])
             raise ChildFailed(f"measured run exited with code {proc.returncode}: {tail[-800:]}")
         out = json.loads(proc.stdout.strip().splitlines()[-1])
-        if mode in ("listing", "pure"):
+        if mode in ("listing", "pure", "floor"):
             return out
         stats = sim.stats()
         out["sim"] = {"requests": sum(stats["requests"].values()), "by_bucket": stats["requests"],
@@ -151,7 +161,38 @@ def fill(result: Result, run: dict) -> Result:
         "users": counts.get("okta_users"), "assigned": counts.get("assigned_users"),
         "workers": counts.get("workers"), "users_pulled": counts.get("users_pulled"),
         "findings": counts.get("findings"), "load_average": run["load_average"],
+        "stage_cpu": run.get("stage_cpu") or {},
     })
+    users = counts.get("okta_users")
+    if users:
+        result.details["stage_cpu_per_1000_users"] = {
+            k: round(v * 1000 / users, 4) for k, v in (run.get("stage_cpu") or {}).items()}
+    return result
+
+
+def floor_run(bench: Bench, sim: SimulatorProcess) -> dict:
+    """The floor: a bare client walking the same listings against the same simulator process,
+    timed alone (its own child process, nothing else of ours running)."""
+    return bench.run(sim, bench.sqlite_url("floor"), mode="floor")
+
+
+def against_floor(bench: Bench, sim: SimulatorProcess, result: Result, run_once: Callable[[], dict]) -> Result:
+    """`run_once()` (a plain run) between two floor walks; the faster floor is the one quoted
+    (each is timed alone, A/B within one invocation), and the target line is run / floor."""
+    floors = [floor_run(bench, sim)]
+    fill(result, run_once())
+    floors.append(floor_run(bench, sim))
+    best = min(floors, key=lambda f: f["wall"])
+    ratio = result.wall / best["wall"]
+    result.details.update({"floor_wall": best["wall"], "floor_cpu": best["cpu"], "floor_listings": best["listings"],
+                           "floor_pages": best["pages"], "floor_walls": [f["wall"] for f in floors],
+                           "times_floor": round(ratio, 2)})
+    run_pages = {k: v for k, v in (result.details.get("pages") or {}).items() if k in best["pages"]}
+    result.check(f"the floor walked the run's pages ({best['pages']} against {run_pages})", best["pages"] == run_pages)
+    target = FLOOR_TARGETS.get(result.scenario)
+    if target is not None:
+        result.check(f"whole run at most {target:g}x the floor ({result.wall:.2f} s / {best['wall']:.2f} s = "
+                     f"{ratio:.2f}x)", ratio <= target)
     return result
 
 
@@ -169,7 +210,7 @@ def scenario_1(bench: Bench, sim: SimulatorProcess) -> Result:
     s = bench.sizes
     r = Result("1", f"full run, {s.users:,} users, {s.assigned:,} assignments, {s.workers:,} workers, SQLite")
     bench.s1_database = bench.sqlite_url("s1")
-    fill(r, bench.run(sim, bench.s1_database))
+    against_floor(bench, sim, r, lambda: bench.run(sim, bench.s1_database))
     alone = bench.run(sim, bench.s1_database, mode="pure")
     r.details["pure_seconds_alone"] = alone
     r.check("end to end under 20 s", r.wall < 20)
@@ -208,7 +249,9 @@ def scenario_3(bench: Bench, sim: SimulatorProcess) -> Result:
     r.details["changed_users"] = len(changed)
     r.notes.append("every night still lists all assignments and workers (neither API lists only changes); "
                    "scenario 4 times this night at its latency, and README 'Performance' measures the floor")
-    r.check(f"under a quarter of the full run ({full_wall / 4:.1f} s)", r.wall < full_wall / 4)
+    # Issue 17: judged at realistic latency (scenario 4); at zero latency it is reported only.
+    r.notes.append(f"{r.wall / full_wall:.2f} of the full run at zero latency (reported, not a target: "
+                   f"scenario 4 judges the incremental night at {s.latency_ms:g} ms a request)")
     return r
 
 
@@ -238,6 +281,8 @@ def scenario_4(bench: Bench, sim: SimulatorProcess) -> Result:
     r.details.update({"incremental_wall": incremental, "incremental_changed_users": len(changed)})
     r.notes.append(f"an incremental run at this latency after {len(changed):,} users changed: {incremental:.1f} s, "
                    f"{incremental / r.wall:.2f} of this full run (scenario 3 is the same night without latency)")
+    r.check(f"incremental night under a quarter of the full night at this latency ({incremental:.1f} s / "
+            f"{r.wall:.1f} s = {incremental / r.wall:.2f})", incremental < r.wall / 4)
     return r
 
 
@@ -297,15 +342,25 @@ def scenario_5c(bench: Bench, sim: SimulatorProcess) -> Result:
 def scenario_6(bench: Bench, sim: SimulatorProcess) -> Result:
     s = bench.sizes
     r = Result("6", f"full run, {s.big_users:,} users, {s.assigned:,} assignments and workers, SQLite")
-    fill(r, bench.run(sim, bench.sqlite_url("s6")))
-    r.check("under 3 minutes", r.wall < 180)
+    against_floor(bench, sim, r, lambda: bench.run(sim, bench.sqlite_url("s6")))  # the floor: context only
+    r.check(f"under {BIG_RUN_SECONDS} s", r.wall < BIG_RUN_SECONDS)
     r.check("peak RSS under 1.5 GB", r.peak_rss_mb < 1536)
     first = bench.results.get("1")
     if first and first.peak_rss_mb:
         growth = r.peak_rss_mb / first.peak_rss_mb
         r.details["rss_vs_scenario_1"] = round(growth, 2)
         r.notes.append(f"{s.big_users // s.users}x the users, {growth:.2f}x the peak RSS of scenario 1")
+        r.check(f"peak RSS at most {BIG_RSS_VS_S1:g}x scenario 1's ({growth:.2f}x)", growth <= BIG_RSS_VS_S1)
+    else:
+        r.notes.append("no scenario 1 in this invocation: peak RSS not compared")
     return r
+
+
+def scenario_stress(bench: Bench, sim: SimulatorProcess) -> Result:
+    s = bench.sizes
+    r = Result("stress", f"full run, {s.users:,} users, {s.stress_assigned:,} assignments, {s.stress_workers:,} "
+                         f"workers (beyond TaskRouter's default 15,000-worker cap), SQLite")
+    return against_floor(bench, sim, r, lambda: bench.run(sim, bench.sqlite_url("stress")))
 
 
 def scenario_prefect(bench: Bench, sim: SimulatorProcess) -> Result:
@@ -326,7 +381,7 @@ def scenario_prefect(bench: Bench, sim: SimulatorProcess) -> Result:
 
 
 SCENARIOS = {"1": scenario_1, "2": scenario_2, "3": scenario_3, "4": scenario_4, "5": scenario_5, "5c": scenario_5c,
-             "5b": scenario_5b, "prefect": scenario_prefect, "6": scenario_6}
+             "5b": scenario_5b, "prefect": scenario_prefect, "6": scenario_6, "stress": scenario_stress}
 
 
 # --- Postgres scratch database ----------------------------------------------------------------
@@ -418,6 +473,14 @@ def describe(r: Result) -> str:
     if pure.get("pure_total") is not None:
         lines.append(f"pure stages: normalize {pure['normalize']:.2f} s (CPU), history diff {pure['history_diff']:.2f} s, "
                      f"reconcile {pure['reconcile']:.2f} s, total {pure['pure_total']:.2f} s")
+    per_k = r.details.get("stage_cpu_per_1000_users")
+    if per_k:
+        lines.append("CPU s per 1,000 users: " + ", ".join(f"{k} {v:.4f}" for k, v in per_k.items())
+                     + f" (process CPU during each stage, listing threads included)")
+    if r.details.get("floor_wall") is not None:
+        lines.append(f"floor (bare client, same listings, timed alone): {r.details['floor_wall']:.2f} s wall, "
+                     f"{r.details['floor_cpu']:.2f} s CPU (walks {r.details['floor_walls']}); "
+                     f"run = {r.details['times_floor']:.2f}x the floor")
     if pure.get("listings"):
         lines.append("listings done after: " + ", ".join(f"{k} {v:.1f} s" for k, v in pure["listings"].items()))
     if "simulator_cpu" in r.details:
@@ -474,12 +537,15 @@ def best_of(runs: list[Result]) -> Result:
 def run_scenarios(bench: Bench, wanted: list[str], seed: int, repeat: int = 1) -> list[Result]:
     s = bench.sizes
     results = []
-    groups = [(s.users, [w for w in wanted if w != "6"]), (s.big_users, [w for w in wanted if w == "6"])]
-    for users, names in groups:
+    groups = [((s.users, s.assigned, s.workers), [w for w in wanted if w not in ("6", "stress")]),
+              ((s.users, s.stress_assigned, s.stress_workers), [w for w in wanted if w == "stress"]),
+              ((s.big_users, s.assigned, s.workers), [w for w in wanted if w == "6"])]
+    for (users, assigned, workers), names in groups:
         if not names:
             continue
-        print(f"\nstarting the simulator: {users:,} users ...", flush=True)
-        with SimulatorProcess(users=users, assigned=s.assigned, workers=s.workers, seed=seed) as sim:
+        print(f"\nstarting the simulator: {users:,} users, {assigned:,} assignments, {workers:,} workers ...",
+              flush=True)
+        with SimulatorProcess(users=users, assigned=assigned, workers=workers, seed=seed) as sim:
             for name in names:
                 print(f"scenario {name} ...", flush=True)
                 runs = []

@@ -9,6 +9,7 @@ stored counts (requests, pages, pure-stage timings).  Modes:
   is not timed), each on its own database, for the overhead Prefect adds;
 * `listing` - only the Okta users listing (fetch and parse every page, nothing else): the
   longest single listing, which a run whose listings overlap should take about as long as;
+* `floor`   - `floor.py`: a bare urllib client walking the same three listings, nothing else;
 * `pure`    - the pure stages alone, on the raw pages the last run stored: normalize every
   user, assignment and worker, then the history diff and reconcile, one thread, nothing else
   running in the process (CPU seconds, fastest of three, as `timeit` does).
@@ -23,20 +24,25 @@ import resource
 import sys
 import time
 
+import floor  # benchmarks/floor.py, beside this script
+
 STAGES = ("prepare", "extract", "publish", "repair", "report")
 
 
-def _time_stages(cls, sink: dict) -> None:
-    """Wrap the stage methods of NightlySync so each run records how long each took."""
+def _time_stages(cls, sink: dict, cpu_sink: dict | None = None) -> None:
+    """Wrap the stage methods of NightlySync so each run records how long each took, and how
+    many CPU seconds the whole process (listing threads included) spent in it."""
+    cpu_sink = {} if cpu_sink is None else cpu_sink
     for name in STAGES:
         original = getattr(cls, name)
 
         def timed(self, *args, _original=original, _name=name, **kwargs):
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             try:
                 return _original(self, *args, **kwargs)
             finally:
                 sink[_name] = sink.get(_name, 0.0) + time.perf_counter() - started
+                cpu_sink[_name] = cpu_sink.get(_name, 0.0) + time.process_time() - cpu
         setattr(cls, name, timed)
 
 
@@ -54,10 +60,12 @@ def _stored_counts(database_url: str) -> dict:
         engine.dispose()
 
 
-def measure(run, database_url: str, stages: dict) -> dict:
+def measure(run, database_url: str, stages: dict, stage_cpu: dict | None = None) -> dict:
     """Run `run()` once against `database_url`; wall, CPU and the stored counts."""
     os.environ["DATABASE_URL"] = database_url
     stages.clear()
+    stage_cpu = {} if stage_cpu is None else stage_cpu
+    stage_cpu.clear()
     wall, cpu = time.perf_counter(), time.process_time()
     run()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -65,6 +73,7 @@ def measure(run, database_url: str, stages: dict) -> dict:
     keep = ("okta_users", "assigned_users", "workers", "users_pulled", "history_rows_written", "findings",
             "pages", "requests", "timings", "rate_limits")
     return {"wall": round(wall, 3), "cpu": round(cpu, 3), "stages": {k: round(v, 3) for k, v in stages.items()},
+            "stage_cpu": {k: round(v, 3) for k, v in stage_cpu.items()},
             "counts": {k: counts.get(k) for k in keep}}
 
 
@@ -73,8 +82,9 @@ def plain(full: bool) -> dict:
     from okta_flex_sync.settings import load_settings
 
     stages: dict = {}
-    _time_stages(NightlySync, stages)
-    out = measure(lambda: run_nightly(load_settings(), full=full), os.environ["DATABASE_URL"], stages)
+    stage_cpu: dict = {}
+    _time_stages(NightlySync, stages, stage_cpu)
+    out = measure(lambda: run_nightly(load_settings(), full=full), os.environ["DATABASE_URL"], stages, stage_cpu)
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     return out
 
@@ -170,13 +180,15 @@ def _pure_once(database_url: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=("plain", "prefect", "listing", "pure"), default="plain")
+    parser.add_argument("--mode", choices=("plain", "prefect", "listing", "pure", "floor"), default="plain")
     parser.add_argument("--full", action="store_true", help="force a full pull")
     parser.add_argument("--second-database-url", help="database of the plain run in --mode prefect")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if args.mode == "listing":
         result = users_listing()
+    elif args.mode == "floor":
+        result = floor.measure(dict(os.environ))
     elif args.mode == "pure":
         result = pure_alone(os.environ["DATABASE_URL"])
     elif args.mode == "prefect":

@@ -197,10 +197,12 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
     items = dict.fromkeys(listings, 0)
     result.normalize_seconds.update(dict.fromkeys(listings, 0.0))
     started_at = time.perf_counter()
+    landing = contextlib.ExitStack()
     try:
+        conn = landing.enter_context(staging_db.landing(ctx.engine))
         while running:
             landed = []
-            with ctx.engine.begin() as conn:
+            with conn.begin():
                 for source, page in _take(q):
                     if page is _DONE:
                         running -= 1
@@ -241,6 +243,7 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
                 q.get(timeout=0.01)
             except queue.Empty:
                 pass
+        landing.close()
     result.users_pulled, result.assignments, result.workers = items["users"], items["assignments"], items["workers"]
     result.log_events = items.get("logs", 0)
     result.pages = dict(seq)

@@ -2,7 +2,7 @@
 
 Pure data.  `okta_flex_sync.models.tables` copies it onto the tables as comments, the 0003 migration writes it
 to Postgres with `COMMENT ON`, `okta_flex_sync.analytics.dictionary_markdown` renders it, and
-`tests/test_data_dictionary.py` fails when it and the schema drift apart.
+`tests/integration/test_data_dictionary.py` fails when it and the schema drift apart.
 
 Types are logical: `text`, `integer`, `boolean`, `timestamp` (UTC, naive in storage: on SQLite
 text `YYYY-MM-DD HH:MM:SS.ffffff`, on Postgres `timestamp without time zone`), `json`, `bytes`.

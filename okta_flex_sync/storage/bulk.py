@@ -58,16 +58,24 @@ def insert_tuples(conn: Connection, table: Table, columns: Sequence[str], rows: 
     names = [*columns, *defaults]
     converters = [_bind_processor(conn.dialect, table.c[n]) for n in names]
     constants = [conv(v) if conv else v for conv, v in zip(converters[len(columns):], defaults.values())]
-    converters = converters[:len(columns)]
+    # Only the columns that need it are converted (on SQLite usually just the timestamps): a
+    # pass over every value of every row cost a third more at 100k rows.
+    convert_at = [(i, conv) for i, conv in enumerate(converters[:len(columns)]) if conv]
     send = _sender(conn, table, names)
-    convert = any(converters) or constants
     total = 0
     for batch in _batches(rows, _FAST_BATCH_ROWS):
-        if convert:
-            batch = [tuple([conv(v) if conv else v for conv, v in zip(converters, row)] + constants) for row in batch]
+        if convert_at or constants:
+            batch = [_converted(row, convert_at, constants) for row in batch]
         send(batch)
         total += len(batch)
     return total
+
+
+def _converted(row: tuple, convert_at: list[tuple[int, Callable]], constants: list) -> tuple:
+    values = [*row, *constants]
+    for i, conv in convert_at:
+        values[i] = conv(values[i])
+    return tuple(values)  # SQLAlchemy's exec_driver_sql takes a list of tuples only
 
 
 def _sender(conn: Connection, table: Table, names: Sequence[str]) -> Callable[[list[tuple]], None]:

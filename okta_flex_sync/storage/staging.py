@@ -1,14 +1,17 @@
 """Landing: raw pages and normalized records of a run (`raw_pages`, `staged_*`), and reading them back."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import json
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import attrgetter
 
-from sqlalchemy import Connection, delete, func, insert, select
+from isal import igzip
+from sqlalchemy import Connection, Engine, delete, func, insert, select
 
 from okta_flex_sync.models.records import AppAssignment, OktaUser, Worker
 from okta_flex_sync.models.tables import (
@@ -26,6 +29,8 @@ from okta_flex_sync.storage.common import (
     storable_text,
 )
 
+log = logging.getLogger(__name__)
+
 # Records go to the database as tuples (`attrgetter` of their fields): `asdict` deep-copies and
 # a dict per row costs more than the insert itself at 100k rows.
 _user_values = attrgetter(*USER_FIELDS)
@@ -35,6 +40,34 @@ _assignment_values = attrgetter(*ASSIGNMENT_FIELDS)
 
 
 _worker_values = attrgetter(*WORKER_FIELDS)
+
+
+@contextlib.contextmanager
+def landing(engine: Engine) -> Iterator[Connection]:
+    """The one connection a run lands its pages and records through (a transaction per batch).
+
+    On SQLite it defers WAL checkpoints until landing ends: each automatic checkpoint (every
+    4 MB of WAL) fsyncs, and landing blocked on those for seconds a run on a busy disk (60 MB
+    landed: 2-3 s of wall time against 0.5 s without, 0.4 s of CPU either way).  The first
+    commit after landing (publish) checkpoints the whole WAL once.  Commits stay as they were:
+    a crash keeps every landed page; a power loss may roll back to the last checkpoint, as
+    synchronous=NORMAL always allowed, and an unpublished run is repeated anyway.  The WAL file
+    left behind is cut back to `journal_size_limit` (see `storage.engine`)."""
+    with engine.connect() as conn:
+        if conn.dialect.name != "sqlite":
+            yield conn
+            return
+        raw = conn.connection.driver_connection
+        raw.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            yield conn
+        finally:
+            try:
+                raw.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default, which nothing else changes
+            except Exception as exc:  # noqa: BLE001 - never pool a connection that would not checkpoint
+                log.warning("could not restore WAL checkpoints on a landing connection (%s); discarding it",
+                            type(exc).__name__)
+                conn.invalidate()
 
 
 def land_users(conn: Connection, run_id: str, users: Iterable[OktaUser]) -> int:
@@ -74,8 +107,12 @@ def unland(conn: Connection, run_id: str, source: str, keys: Sequence[str]) -> N
 
 
 def compress_page(body: bytes) -> bytes:
-    """A raw page as stored (gzip, fastest level: pages are kept for audit and backfill)."""
-    return gzip.compress(body, compresslevel=1)
+    """A raw page as stored: gzip, written by ISA-L (`isal.igzip`) at its level 1.
+
+    Plain gzip, so every reader (`gzip.decompress`, backfill, pages stored before) stays as it
+    was; ISA-L makes it about 4x cheaper than zlib's fastest level and a little smaller (117 MB
+    of scenario 1's pages: 0.11 s of CPU and 16.3 MB against 0.43 s and 16.8 MB)."""
+    return igzip.compress(body, compresslevel=1)
 
 
 def land_raw_page(conn: Connection, run_id: str, source: str, seq: int, *, url: str, fetched_at: datetime,

@@ -36,6 +36,19 @@ def test_quick_scenario_1_runs_and_reports_every_figure(tmp_path):
     assert result["details"]["pure_seconds"]["pure_total"] >= 0
     assert set(result["details"]["stages"]) >= {"extract", "publish", "report"}
     assert doc["machine"]["cpus"] >= 1
+    # Issue 17: the floor, walked alone against the same simulator, and CPU per stage.
+    details = result["details"]
+    assert 0 < details["floor_wall"] < result["wall"]
+    assert len(details["floor_walls"]) == 2
+    assert details["floor_pages"] == {"users": details["pages"]["users"], "assignments": details["pages"]["assignments"],
+                                      "workers": details["pages"]["workers"]}
+    assert details["times_floor"] == round(result["wall"] / details["floor_wall"], 2)
+    checks = dict(result["checks"])
+    assert any(text.startswith("whole run at most 3x the floor") for text in checks)
+    assert [ok for text, ok in checks.items() if text.startswith("the floor walked the run's pages")] == [True]
+    per_k = details["stage_cpu_per_1000_users"]
+    assert set(per_k) >= {"extract", "publish", "report"} and per_k["extract"] > 0
+    assert per_k["extract"] == round(details["stage_cpu"]["extract"] * 1000 / bench.QUICK.users, 4)
     for header in ("wall s", "requests", "429s", "peak RSS MB"):
         assert header in proc.stdout
 
@@ -77,6 +90,8 @@ class FakeBench:
     def run(self, sim, database_url, mode="plain", **kwargs):
         if mode == "listing":
             return {"wall": 50.0}
+        if mode == "floor":  # a bare client walking the run's pages in 5 s
+            return {"wall": 5.0, "cpu": 1.0, "listings": {"users": 5.0}, "pages": dict(self._run["counts"]["pages"])}
         if mode == "pure":  # the pure stages alone take what the run says they took, less a third
             total = self._run["counts"]["timings"]["pure_total"] * 2 / 3
             return {"normalize": total, "history_diff": 0.0, "reconcile": 0.0, "pure_total": total}
@@ -92,15 +107,48 @@ def _checks(result):
     return [ok for _, ok in result.checks]
 
 
+# Checks of scenario 1: floor walked the run's pages, at most 3x the floor (5 s), under 20 s,
+# under 400 MB, pure stages alone under 2 s, pure stages in the run under 2 s.
 @pytest.mark.parametrize("run, passed", [
-    (_run(wall=15, rss=180, pure=1.5), [True, True, True, True]),
-    (_run(wall=21, rss=180, pure=1.5), [False, True, True, True]),
-    (_run(wall=15, rss=401, pure=1.5), [True, False, True, True]),
-    (_run(wall=15, rss=180, pure=2.1), [True, True, True, False]),   # 1.4 s alone, 2.1 s in the run
-    (_run(wall=15, rss=180, pure=3.3), [True, True, False, False]),
+    (_run(wall=15, rss=180, pure=1.5), [True, True, True, True, True, True]),
+    (_run(wall=16, rss=180, pure=1.5), [True, False, True, True, True, True]),   # 3.2x the floor
+    (_run(wall=21, rss=180, pure=1.5), [True, False, False, True, True, True]),
+    (_run(wall=15, rss=401, pure=1.5), [True, True, True, False, True, True]),
+    (_run(wall=15, rss=180, pure=2.1), [True, True, True, True, True, False]),   # 1.4 s alone, 2.1 s in the run
+    (_run(wall=15, rss=180, pure=3.3), [True, True, True, True, False, False]),
 ])
 def test_scenario_1_targets(run, passed):
-    assert _checks(bench.scenario_1(FakeBench(run), sim=None)) == passed
+    result = bench.scenario_1(FakeBench(run), sim=None)
+    assert _checks(result) == passed
+    assert result.details["times_floor"] == round(run["wall"] / 5.0, 2)
+
+
+@pytest.mark.parametrize("wall, passed", [(20.0, [True, True]), (20.5, [True, False])])
+def test_stress_target_is_4x_the_floor(wall, passed):
+    result = bench.scenario_stress(FakeBench(_run(wall=wall)), sim=None)
+    assert _checks(result) == passed
+
+
+def test_floor_that_walked_other_pages_is_flagged():
+    class ShortFloor(FakeBench):
+        def run(self, sim, database_url, mode="plain", **kwargs):
+            out = super().run(sim, database_url, mode=mode, **kwargs)
+            return {**out, "pages": {"users": 1}} if mode == "floor" else out
+    result = bench.scenario_stress(ShortFloor(_run(wall=10.0)), sim=None)
+    assert _checks(result) == [False, True]
+
+
+# Checks of scenario 6: the floor walked the run's pages (no x-floor target), under 30 s, under
+# 1.5 GB, at most 1.5x scenario 1's peak RSS.
+@pytest.mark.parametrize("wall, rss, passed", [
+    (29.0, 300.0, [True, True, True, True]),
+    (31.0, 300.0, [True, False, True, True]),
+    (29.0, 301.0, [True, True, True, False]),   # scenario 1 peaked at 200 MB: 1.5x is 300 MB
+])
+def test_big_org_targets(wall, rss, passed):
+    first = bench.Result("1", "scenario 1", peak_rss_mb=200.0)
+    result = bench.scenario_6(FakeBench(_run(wall=wall, rss=rss), results={"1": first}), sim=None)
+    assert _checks(result) == passed
 
 
 @pytest.mark.parametrize("listing, throttled, passed", [
@@ -114,16 +162,16 @@ def test_rate_limit_targets(listing, throttled, passed):
     assert _checks(bench.scenario_5(FakeBench(run), sim=None)) == passed
 
 
+# The last check, the incremental night under a quarter of the full one at this latency, fails
+# here: the fake answers the incremental run with the full run itself.
 @pytest.mark.parametrize("extract, listings, passed", [   # the users listing alone: 50 s
-    (54.0, {"users": 54.0, "workers": 20.0, "assignments": 4.0}, [True, True]),
-    (56.0, {"users": 56.0, "workers": 20.0, "assignments": 4.0}, [False, True]),
-    (54.0, {"users": 30.0, "workers": 30.0, "assignments": 5.0}, [True, False]),
+    (54.0, {"users": 54.0, "workers": 20.0, "assignments": 4.0}, [True, True, False]),
+    (56.0, {"users": 56.0, "workers": 20.0, "assignments": 4.0}, [False, True, False]),
+    (54.0, {"users": 30.0, "workers": 30.0, "assignments": 5.0}, [True, False, False]),
 ])
 def test_latency_targets(extract, listings, passed):
     run = _run(wall=extract + 4, extract=extract, listings=listings)
     result = bench.scenario_4(FakeBench(run), sim=FakeSim())
     assert _checks(result) == passed
-    # the incremental night at the same latency is context, not a target (the fake answers with
-    # the same run, so it "takes" as long as the full one)
     assert result.details["incremental_changed_users"] == 1000
     assert any("an incremental run at this latency after 1,000 users changed" in n for n in result.notes)

@@ -632,7 +632,7 @@ def test_live_oauth_private_key_jwt(fresh_simulator):
 
 
 # --- cassettes: recorded once against the simulator, replayed offline ----------------------
-# Record with `pytest tests/test_okta_client.py --record-mode=rewrite -k cassette`; replay is
+# Record with `pytest tests/integration/test_okta_client.py --record-mode=rewrite -k cassette`; replay is
 # the default (record mode "none").  Credentials never reach a cassette: the Authorization
 # header and client_assertion are dropped, known secrets and access tokens are masked, and the
 # simulator's random port is replaced by SIM_ORIGIN so next links stay same-origin on replay.

@@ -396,8 +396,8 @@ def test_live_update_with_if_match(fresh_simulator):
 
 
 # --- cassettes: recorded once against the simulator, replayed offline ----------------------
-# Record with `pytest tests/test_taskrouter_client.py --record-mode=rewrite -k cassette`.
-# Same redaction rules as tests/test_okta_client.py (the lead may move both to conftest.py).
+# Record with `pytest tests/integration/test_taskrouter_client.py --record-mode=rewrite -k cassette`.
+# Same redaction rules as tests/integration/test_okta_client.py (both through tests/cassette_support.py).
 
 class Target:
     """A live simulator while recording; the cassette (and its recorded workspace) on replay."""
