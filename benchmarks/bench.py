@@ -476,7 +476,7 @@ def describe(r: Result) -> str:
     per_k = r.details.get("stage_cpu_per_1000_users")
     if per_k:
         lines.append("CPU s per 1,000 users: " + ", ".join(f"{k} {v:.4f}" for k, v in per_k.items())
-                     + f" (process CPU during each stage, listing threads included)")
+                     + " (process CPU during each stage, listing threads included)")
     if r.details.get("floor_wall") is not None:
         lines.append(f"floor (bare client, same listings, timed alone): {r.details['floor_wall']:.2f} s wall, "
                      f"{r.details['floor_cpu']:.2f} s CPU (walks {r.details['floor_walls']}); "
