@@ -122,9 +122,9 @@ def _print_outcome(outcome, *, apply: bool) -> None:
 
 def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, fail_on_new: Optional["FailOnNew"] = None,
                     **options):
-    from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate
     from okta_flex_sync.observability import Progress
     from okta_flex_sync.redaction import redact
+    from okta_flex_sync.storage.connect import SchemaOutOfDate
     from okta_flex_sync.storage.lock import RunLockedError
 
     try:

@@ -17,27 +17,11 @@ from sqlalchemy import Engine
 
 from okta_flex_sync.reports.digest import new_by_severity, summary_line
 from okta_flex_sync.settings import Settings
-from okta_flex_sync.storage.connect import (  # noqa: F401 - SchemaOutOfDate is imported from here too
-    SchemaOutOfDate,
-    check_connection,
-    check_schema,
-)
+from okta_flex_sync.storage.connect import check_connection, check_schema
 from okta_flex_sync.storage.engine import make_engine
 from okta_flex_sync.storage.lock import writer_lock
 
 log = logging.getLogger(__name__)
-
-
-def open_database(settings: Settings) -> Engine:
-    """An engine on an up-to-date schema: SQLite upgrades itself, Postgres must be upgraded explicitly."""
-    engine = make_engine(settings.database_url)
-    try:
-        check_connection(engine, settings.database_url)
-        ensure_schema(engine, settings)
-    except BaseException:
-        engine.dispose()
-        raise
-    return engine
 
 
 def ensure_schema(engine: Engine, settings: Settings) -> None:

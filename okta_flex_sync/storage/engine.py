@@ -45,7 +45,9 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 
 def alembic_config(url: str):
-    from alembic.config import Config  # local: ~0.1 s of imports a run at head never needs (see ensure_schema)
+    from alembic.config import (
+        Config,  # local: ~0.1 s of imports a run at head never needs (see ensure_schema)
+    )
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

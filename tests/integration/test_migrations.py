@@ -75,8 +75,9 @@ def test_head_revision_constant_is_the_newest_migration():
 def test_ensure_schema_upgrades_sqlite_and_refuses_stale_postgres(tmp_path, monkeypatch, engine):
     import pytest
 
-    from okta_flex_sync.jobs.lifecycle import SchemaOutOfDate, ensure_schema
+    from okta_flex_sync.jobs.lifecycle import ensure_schema
     from okta_flex_sync.settings import load_settings
+    from okta_flex_sync.storage.connect import SchemaOutOfDate
 
     fresh = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
     monkeypatch.setenv("DATABASE_URL", str(fresh.url))
