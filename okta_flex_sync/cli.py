@@ -44,7 +44,6 @@ class FailOnNew(str, Enum):
     low = "low"
 
 
-_SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
 
 def _epilog(codes: str, settings: str) -> str:
@@ -149,13 +148,15 @@ def _run_and_report(settings, *, prefect: bool, fail_on: FailOn, fail_on_new: Op
     _print_outcome(outcome, apply=options.get("apply", False))
     if outcome.summary_line:
         typer.echo(outcome.summary_line)
+    from okta_flex_sync.models.records import SEVERITY_RANK
+
     if fail_on != FailOn.none:
-        threshold = _SEVERITY_RANK[fail_on.value]
-        if any(n and _SEVERITY_RANK.get(sev, 9) <= threshold for sev, n in outcome.severities.items()):
+        threshold = SEVERITY_RANK[fail_on.value]
+        if any(n and SEVERITY_RANK.get(sev, 9) <= threshold for sev, n in outcome.severities.items()):
             _die(f"drift at or above '{fail_on.value}' severity found (--fail-on {fail_on.value})", EXIT_DRIFT)
     if fail_on_new is not None:
-        threshold = _SEVERITY_RANK[fail_on_new.value]
-        new = sum(n for sev, n in outcome.new_severities.items() if _SEVERITY_RANK.get(sev, 9) <= threshold)
+        threshold = SEVERITY_RANK[fail_on_new.value]
+        new = sum(n for sev, n in outcome.new_severities.items() if SEVERITY_RANK.get(sev, 9) <= threshold)
         if new:
             _die(f"{new} new finding(s) at or above '{fail_on_new.value}' severity (--fail-on-new {fail_on_new.value})",
                  EXIT_DRIFT)

@@ -46,6 +46,7 @@ from okta_flex_sync.models.records import (
     FINDING_KINDS,
     KIND_RANK,
     SEVERITIES,
+    SEVERITY_RANK,
     AppAssignment,
     Expected,
     Finding,
@@ -71,7 +72,6 @@ ELEVATED_ROLES = frozenset({"admin", "supervisor"})
 # App-user statuses that mean "no longer assigned" (AppUser.status in the Okta spec).
 UNASSIGNED_STATUSES = frozenset({"INACTIVE", "UNASSIGNED", "DEPROVISIONED", "REVOKED"})
 
-_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 
 
 def _finding(kind: str, **fields) -> Finding:
@@ -80,7 +80,7 @@ def _finding(kind: str, **fields) -> Finding:
 
 def _sort_key(f: Finding) -> tuple:
     return (
-        _SEVERITY_RANK.get(f.severity, len(SEVERITIES)),
+        SEVERITY_RANK.get(f.severity, len(SEVERITIES)),
         KIND_RANK.get(f.kind, len(FINDING_KINDS)),
         f.app_username or "",
         f.worker_sid or "",

@@ -15,6 +15,7 @@ VALID_TO_CURRENT = datetime(9999, 12, 31)
 
 # Severity levels, highest first.
 SEVERITIES = ("high", "medium", "low", "info")
+SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}  # 0 is the most severe
 
 FINDING_KINDS = (
     "privilege_escalation",

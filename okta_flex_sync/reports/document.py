@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 
 from okta_flex_sync.core.reconcile import summarize
-from okta_flex_sync.models.records import FINDING_KINDS, KIND_RANK, SEVERITIES, Finding
+from okta_flex_sync.models.records import (
+    FINDING_KINDS,
+    KIND_RANK,
+    SEVERITIES,
+    SEVERITY_RANK,
+    Finding,
+)
 from okta_flex_sync.reports.guide import next_steps
 from okta_flex_sync.reports.links import (
     okta_admin_base,
@@ -41,7 +47,6 @@ HTML_HIGH_ROWS = 50
 ARTIFACT_ROWS = 200
 TREND_RUNS = 30
 
-_SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
 _SURROGATES = re.compile("[\ud800-\udfff]")
 # C0/C1 controls, DEL, line/paragraph separators, bidi overrides ("Trojan Source") and surrogates.
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e"
@@ -131,7 +136,7 @@ def _finding_dict(finding: Finding | Mapping, run_id: str | None) -> dict:
 
 
 def _finding_sort_key(f: Mapping) -> tuple:
-    return (_SEVERITY_RANK.get(f["severity"], len(SEVERITIES)),
+    return (SEVERITY_RANK.get(f["severity"], len(SEVERITIES)),
             KIND_RANK.get(f["kind"], len(FINDING_KINDS)), f["kind"],
             *(f[k] or "" for k in ("login", "okta_user_id", "app_username", "worker_sid", "field")))
 

@@ -14,9 +14,8 @@ from collections.abc import Mapping, Sequence
 import jinja2
 from markupsafe import Markup
 
-from okta_flex_sync.models.records import FINDING_KINDS, SEVERITIES
+from okta_flex_sync.models.records import FINDING_KINDS, SEVERITIES, SEVERITY_RANK
 from okta_flex_sync.reports.document import (
-    _SEVERITY_RANK,
     DEFAULT_MAX_CHANGES,
     HTML_CELL_CHARS,
     HTML_HIGH_ROWS,
@@ -223,7 +222,7 @@ def _groups(findings: Sequence[Mapping], links: Mapping) -> tuple[list[dict], di
     by: dict[tuple[str, str], list[Mapping]] = {}
     for f in findings:
         by.setdefault(_entity(f), []).append(f)
-    order = sorted(by, key=lambda k: (min(_SEVERITY_RANK.get(f["severity"], 9) for f in by[k]), -len(by[k]), k))
+    order = sorted(by, key=lambda k: (min(SEVERITY_RANK.get(f["severity"], 9) for f in by[k]), -len(by[k]), k))
     shown = order[:GROUP_ROWS]
     admin, workspace = links.get("okta_admin"), links.get("workspace_sid")
     groups, group_of = [], {}
