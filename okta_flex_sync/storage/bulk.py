@@ -1,7 +1,8 @@
-"""Batched writes: tuples straight to the driver (`COPY` on Postgres, `executemany` on SQLite)."""
+"""Batched writes: tuples straight to the driver (`COPY` on Postgres, multi-row `INSERT` on SQLite)."""
 from __future__ import annotations
 
 import itertools
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
@@ -51,7 +52,7 @@ def insert_tuples(conn: Connection, table: Table, columns: Sequence[str], rows: 
     """Insert rows given as tuples in `columns` order (plus constant `defaults`), in batches.
 
     The hot path of every run (100k+ rows): values go straight to the driver (`COPY` on
-    Postgres, `executemany` on SQLite) after the column types' own bind processing, about 3x
+    Postgres, multi-row `INSERT`s on SQLite) after the column types' own bind processing, about 3x
     faster than SQLAlchemy's per-row parameter handling and without a dict per row.
     """
     defaults = defaults or {}
@@ -89,8 +90,40 @@ def _sender(conn: Connection, table: Table, names: Sequence[str]) -> Callable[[l
                     copy.write_row(row)
         return copy_rows
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {target} VALUES ({', '.join([mark] * len(names))})"
-    return lambda batch: conn.exec_driver_sql(sql, batch)
+    row_marks = f"({', '.join([mark] * len(names))})"
+    if conn.dialect.name != "sqlite":
+        sql = f"INSERT INTO {target} VALUES {row_marks}"
+        return lambda batch: conn.exec_driver_sql(sql, batch)
+    return _sqlite_multirow_sender(conn, target, row_marks, len(names))
+
+
+_SQLITE_ROWS_PER_STATEMENT = 500
+
+
+def _sqlite_multirow_sender(conn: Connection, target: str, row_marks: str, columns: int):
+    """SQLite: many rows per INSERT (`VALUES (...), (...)`), one statement per up to 500 rows.
+
+    `executemany` steps once per row and the sqlite3 module lets go of the GIL and takes it
+    back around every step: a listing thread then waits for the GIL a million times in a
+    1M-user run (landing 400k rows beside a busy thread: 325 s of wall time through
+    `executemany`, 24 s this way; alone 1.12 s against 0.79 s).  Same rows, same order, same
+    transaction; a failing row fails its statement, and the caller's transaction with it."""
+    driver = conn.connection.driver_connection
+    try:
+        limit = driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except (AttributeError, sqlite3.Error):  # an older sqlite3 module: the documented default since 3.32
+        limit = _MAX_PARAMS["sqlite"]
+    per_statement = max(1, min(_SQLITE_ROWS_PER_STATEMENT, limit // max(1, columns)))
+    statements: dict[int, str] = {}
+
+    def send(batch: list[tuple]) -> None:
+        for start in range(0, len(batch), per_statement):
+            part = batch[start:start + per_statement]
+            sql = statements.get(len(part))
+            if sql is None:
+                sql = statements[len(part)] = f"INSERT INTO {target} VALUES {', '.join([row_marks] * len(part))}"
+            conn.exec_driver_sql(sql, tuple(itertools.chain.from_iterable(part)))
+    return send
 
 
 _SAMPLE_MOMENTS = (datetime(2024, 2, 29, 23, 59, 58, 123456), datetime(1999, 1, 2), datetime(9999, 12, 31))
