@@ -99,20 +99,18 @@ def _create_deployment(flow_obj, name: str):
             parameter_openapi_schema=parameter_schema(flow_obj.fn).model_dump_for_openapi())
 
 
-@harness
-@pytest.mark.parametrize("parameters, refused", [
-    ({"start": "2026-13-01", "end": "2026-10-31"}, "start"),
-    ({"start": "2026-10-01", "end": "2026-10-32"}, "end"),
-    ({"start": "01/10/2026", "end": "2026-10-31"}, "start"),
-    ({"start": "2026-10-01", "end": "2026-10-31"}, None),
-])
-def test_a_malformed_backfill_day_is_refused_when_the_run_is_created(parameters, refused):
+def _assert_checked_at_creation(flow_name: str, parameters: dict, refused: str | None) -> None:
+    """Create a run of `flow_name`'s deployment with `parameters`: refused (409 naming the field)
+    when `refused` names one, accepted (and deleted again) otherwise."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import PrefectHTTPStatusError
 
     from okta_flex_sync.flows.backfill import backfill
+    from okta_flex_sync.flows.nightly import nightly_sync
 
-    deployment_id = _create_deployment(backfill, "issue-16-typed-days")
+    flow_, name = {"backfill": (backfill, "issue-16-typed-days"),
+                   "nightly": (nightly_sync, "issue-16-typed-nightly")}[flow_name]
+    deployment_id = _create_deployment(flow_, name)
     with get_client(sync_client=True) as client:
         if refused is None:
             run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
@@ -122,6 +120,17 @@ def test_a_malformed_backfill_day_is_refused_when_the_run_is_created(parameters,
             client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
     assert err.value.response.status_code == 409
     assert f"Validation failed for field '{refused}'" in err.value.response.text
+
+
+@harness
+@pytest.mark.parametrize("parameters, refused", [
+    ({"start": "2026-13-01", "end": "2026-10-31"}, "start"),
+    ({"start": "2026-10-01", "end": "2026-10-32"}, "end"),
+    ({"start": "01/10/2026", "end": "2026-10-31"}, "start"),
+    ({"start": "2026-10-01", "end": "2026-10-31"}, None),
+])
+def test_a_malformed_backfill_day_is_refused_when_the_run_is_created(parameters, refused):
+    _assert_checked_at_creation("backfill", parameters, refused)
 
 
 @harness
@@ -213,18 +222,4 @@ def test_the_reconcile_flow_refuses_a_missing_sqlite_file_and_creates_nothing(mo
     ({"max_changes": 10, "full": True}, None),
 ])
 def test_nightly_parameters_are_checked_when_the_run_is_created(parameters, refused):
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    from okta_flex_sync.flows.nightly import nightly_sync
-
-    deployment_id = _create_deployment(nightly_sync, "issue-16-typed-nightly")
-    with get_client(sync_client=True) as client:
-        if refused is None:
-            run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
-            client.delete_flow_run(run.id)
-            return
-        with pytest.raises(PrefectHTTPStatusError) as err:
-            client.create_flow_run_from_deployment(deployment_id, parameters=parameters)
-    assert err.value.response.status_code == 409
-    assert f"Validation failed for field '{refused}'" in err.value.response.text
+    _assert_checked_at_creation("nightly", parameters, refused)
