@@ -560,6 +560,19 @@ def _now() -> datetime:
     return utcnow()
 
 
+def _write_frame(name: str, fmt: str, output: Optional[Path], title: str, *, as_of: Optional[datetime] = None,
+                 start: Optional[datetime] = None, end: Optional[datetime] = None, include_first_seen: bool = False,
+                 run_id: Optional[str] = None) -> None:
+    """Read one data-team frame from the existing database and write it as `fmt`."""
+    engine = _open(_settings())
+    try:
+        df = _frame(name, engine, as_of=as_of, start=start, end=end, include_first_seen=include_first_seen,
+                    run_id=run_id)
+        _emit(df, fmt, output, title)
+    finally:
+        engine.dispose()
+
+
 @roles_app.command("snapshot", epilog=_EPILOGS["roles"])
 def roles_snapshot(
     as_of: Optional[str] = typer.Option(None, "--as-of", help="WHEN: a date or ISO timestamp, naive = UTC (default: now)."),
@@ -570,12 +583,7 @@ def roles_snapshot(
     now = _now()
     moment = _when(as_of, "--as-of", now) or now
     chosen = _output_format(fmt, output)
-    engine = _open(_settings())
-    try:
-        df = _frame("snapshot", engine, as_of=moment, start=None, end=None, include_first_seen=False, run_id=None)
-        _emit(df, chosen, output, "Role snapshot")
-    finally:
-        engine.dispose()
+    _write_frame("snapshot", chosen, output, "Role snapshot", as_of=moment)
 
 
 @roles_app.command("changes", epilog=_EPILOGS["roles"])
@@ -590,12 +598,7 @@ def roles_changes(
     """One row per change of roles, assignment or status in [--from, --to)."""
     lo, hi = _interval(start, end, _now())
     chosen = _output_format(fmt, output)
-    engine = _open(_settings())
-    try:
-        df = _frame("changes", engine, as_of=None, start=lo, end=hi, include_first_seen=include_first_seen, run_id=None)
-        _emit(df, chosen, output, "Role changes")
-    finally:
-        engine.dispose()
+    _write_frame("changes", chosen, output, "Role changes", start=lo, end=hi, include_first_seen=include_first_seen)
 
 
 @app.command("export", epilog=_EPILOGS["roles"],
@@ -630,12 +633,8 @@ def export_cmd(
     elif name in ("snapshot", "findings"):
         moment = moment or now
     chosen = _output_format(fmt, output)
-    engine = _open(_settings())
-    try:
-        df = _frame(name, engine, as_of=moment, start=lo, end=hi, include_first_seen=include_first_seen, run_id=run_id)
-        _emit(df, chosen, output, name)
-    finally:
-        engine.dispose()
+    _write_frame(name, chosen, output, name, as_of=moment, start=lo, end=hi, include_first_seen=include_first_seen,
+                 run_id=run_id)
 
 
 @app.command(epilog=_EPILOGS["evidence"], short_help="Access-review evidence files with a SHA-256 manifest.")
