@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     staging_retention_runs: int = Field(14, ge=1)
     system_log_lookback_hours: int = Field(48, ge=0, le=24 * 90)
     lock_wait_seconds: float = Field(0.0, ge=0)
+    # Users pages a run lands itself before handing the rest of the users listing to a landing
+    # process of its own (jobs.landing); 0: from the first page; negative: never.
+    landing_process_after_pages: int = 25
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("okta_org_url", mode="before")

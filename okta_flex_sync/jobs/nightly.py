@@ -32,6 +32,14 @@ from okta_flex_sync.core.normalize import (
 )
 from okta_flex_sync.core.reconcile import reconcile, summarize
 from okta_flex_sync.core.system_log import LOG_FILTER, event_row, parse_log_event
+from okta_flex_sync.jobs.landing import (
+    KEYS,
+    Landed,
+    LandingProcessError,
+    UsersLandingProcess,
+    land_page,
+    user_converter,
+)
 from okta_flex_sync.jobs.lifecycle import RunOutcome, running, writing
 from okta_flex_sync.jobs.repair import RepairRefused, repair_workers
 from okta_flex_sync.jobs.report import report
@@ -49,7 +57,6 @@ from okta_flex_sync.storage import log_events as log_db
 from okta_flex_sync.storage import mirror as mirror_db
 from okta_flex_sync.storage import runs as runs_db
 from okta_flex_sync.storage import staging as staging_db
-from okta_flex_sync.storage.common import storable_text
 from okta_flex_sync.storage.connect import shown_url, sqlite_path
 from okta_flex_sync.storage.finding_delta import store_findings_with_delta
 
@@ -127,27 +134,13 @@ def _produce(q: queue.Queue, source: str, pages: Iterator, stop: threading.Event
         for page in pages:
             if stop.is_set():
                 return
-            # Compress here: zlib lets go of the GIL, so this overlaps the consumer's work
-            # instead of adding to it (~40 MB of pages a night at 15k workers).
-            q.put((source, (page, staging_db.compress_page(page.raw))))
+            # Compress here: ISA-L lets go of the GIL, so this overlaps the consumer's work
+            # instead of adding to it (~40 MB of pages a night at 15k workers).  Users pages
+            # are compressed where they are landed (perhaps the landing process).
+            q.put((source, (page, None if source == "users" else staging_db.compress_page(page.raw))))
         q.put((source, _DONE))
     except BaseException as exc:  # hand the failure to the consumer thread
         q.put((source, exc))
-
-
-def _convert(source: str, items: list, convert: Callable) -> tuple[list, list[dict]]:
-    """(records, skipped) of one page; an item without a usable id is skipped and reported."""
-    records, skipped = [], []
-    for item in items:
-        try:
-            record = convert(item)
-            if record is not None:  # None: an item this listing does not keep
-                records.append(record)
-        except MalformedRecord as exc:
-            rid = item.get("id") or item.get("sid") if isinstance(item, dict) else None
-            skipped.append({"source": source, "id": storable_text(str(rid)[:100]) if rid else None,
-                            "reason": str(exc)[:300]})
-    return records, skipped
 
 
 def _take(q: queue.Queue, limit: int = 8) -> list:
@@ -163,21 +156,23 @@ def _take(q: queue.Queue, limit: int = 8) -> list:
 
 
 def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
-    """Pull users, Flex assignments and workers concurrently; land every page as it arrives."""
+    """Pull users, Flex assignments and workers concurrently; land every page as it arrives.
+
+    Past `LANDING_PROCESS_AFTER_PAGES` users pages, the rest of the users listing is landed by
+    a process of its own (`jobs.landing.UsersLandingProcess`), so normalizing and landing a
+    big org's users no longer holds up the threads walking the listings."""
     s = ctx.settings
     valid = s.valid_role_set
     result = ExtractResult(landed_assignments={}, landed_workers={})
     kept = {"assignments": result.landed_assignments, "workers": result.landed_workers}
     seen: dict[str, set[str]] = {"users": set(), "assignments": set(), "workers": set()}
 
-    def user_conv(raw):
-        return normalize_user(raw, valid_roles=valid, image_url_attribute=s.image_url_attribute)
-
     def assignment_conv(raw):
         return normalize_assignment(raw, valid_roles=valid)
 
     listings = {
-        "users": (okta.iter_user_pages(updated_since=ctx.updated_since), user_conv),
+        "users": (okta.iter_user_pages(updated_since=ctx.updated_since),
+                  user_converter(valid, s.image_url_attribute)),
         "assignments": (okta.iter_app_user_pages(s.okta_flex_app_id), assignment_conv),
         "workers": (taskrouter.iter_worker_pages(page_size=1000, known_attributes=_known_attributes(ctx)),
                     parse_worker),
@@ -186,6 +181,9 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
         listings["logs"] = (_optional(okta.iter_log_pages(ctx.log_since, ctx.started_at, filter=LOG_FILTER), "System Log"),
                             _log_converter(s.okta_flex_app_id))
     seen["logs"] = set()
+    landed_by = {source: Landed() for source in listings}
+    handover = s.landing_process_after_pages
+    users_process: UsersLandingProcess | None = None
     q: queue.Queue = queue.Queue(maxsize=16)
     stop = threading.Event()
     threads = [threading.Thread(target=_produce, args=(q, src, pages, stop), name=f"extract-{src}", daemon=True)
@@ -194,49 +192,52 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
         t.start()
     running = len(threads)
     seq = dict.fromkeys(listings, 0)
-    items = dict.fromkeys(listings, 0)
-    result.normalize_seconds.update(dict.fromkeys(listings, 0.0))
     started_at = time.perf_counter()
     landing = contextlib.ExitStack()
     try:
         conn = landing.enter_context(staging_db.landing(ctx.engine))
         while running:
             landed = []
-            with conn.begin():
-                for source, page in _take(q):
-                    if page is _DONE:
-                        running -= 1
-                        result.listing_seconds[source] = round(time.perf_counter() - started_at, 3)
-                        continue
-                    if isinstance(page, BaseException):
-                        raise page
-                    page, body_gz = page
-                    started = time.thread_time()
-                    records, skipped = _convert(source, page.items, listings[source][1])
-                    result.normalize_seconds[source] += time.thread_time() - started
+            # Between batches (what this process landed is committed), the users listing moves
+            # to its own landing process once it is long enough to be worth one.
+            if users_process is None and 0 <= handover <= seq["users"] and "users" not in result.listing_seconds:
+                users_process = _start_users_process(ctx, seen["users"])
+                handover = handover if users_process is not None else -1
+            batch = []
+            for source, page in _take(q):
+                if page is _DONE:
+                    running -= 1
+                    result.listing_seconds[source] = round(time.perf_counter() - started_at, 3)
+                elif isinstance(page, BaseException):
+                    raise page
+                elif source == "users" and users_process is not None:
+                    # Outside any transaction of ours: the landing process needs the write lock
+                    # while this thread may wait for it to take the page.
                     seq[source] += 1
-                    records, replaced = _dedupe(source, records, seen[source])
-                    if source == "users":
-                        for u in records:
-                            if u.last_updated and (result.max_user_last_updated is None or u.last_updated > result.max_user_last_updated):
-                                result.max_user_last_updated = u.last_updated
-                    staging_db.land_raw_page(conn, ctx.run_id, source, seq[source], url=page.url, fetched_at=page.fetched_at,
-                                        body_gz=body_gz, item_count=len(page.items))
-                    if replaced and source != "logs":  # listed twice (e.g. deactivated during the pull): the later listing wins
-                        staging_db.unland(conn, ctx.run_id, source, replaced)
-                    LANDERS[source](conn, ctx.run_id, records)
-                    if source in kept:
-                        kept[source].update((_KEY[source](r), staging_db.as_landed(r)) for r in records)
-                    items[source] += len(records) - len(replaced)
-                    result.skipped.extend(skipped)
-                    if page.dropped:
-                        result.skipped.append({"source": source, "id": None,
-                                               "reason": f"{page.dropped} list item(s) on a page were not JSON objects"})
-                    landed.append((source, seq[source], items[source]))
+                    users_process.submit(seq[source], page[0])
+                    landed.append((source, seq[source], landed_by[source].items + users_process.items))
+                else:
+                    batch.append((source, page))
+            if batch:
+                with conn.begin():
+                    for source, (page, body_gz) in batch:
+                        seq[source] += 1
+                        records = land_page(conn, ctx.run_id, source, seq[source], page,
+                                            body_gz if body_gz is not None else staging_db.compress_page(page.raw),
+                                            convert=listings[source][1], lander=LANDERS[source], seen=seen[source],
+                                            into=landed_by[source])
+                        if source in kept:
+                            kept[source].update((KEYS[source](r), staging_db.as_landed(r)) for r in records)
+                        landed.append((source, seq[source], landed_by[source].items))
             for progress in landed:
                 ctx.progress(*progress)
+        if users_process is not None:
+            landed_by["users"] = _merged(landed_by["users"], users_process.finish())
+            ctx.progress("users", seq["users"], landed_by["users"].items)
     finally:
         stop.set()
+        if users_process is not None:
+            users_process.stop()
         deadline = time.monotonic() + 10
         while any(t.is_alive() for t in threads) and time.monotonic() < deadline:  # unblock producers on a full queue
             try:
@@ -244,11 +245,34 @@ def extract(ctx: SyncContext, okta, taskrouter) -> ExtractResult:
             except queue.Empty:
                 pass
         landing.close()
-    result.users_pulled, result.assignments, result.workers = items["users"], items["assignments"], items["workers"]
-    result.log_events = items.get("logs", 0)
+    for source, landed_here in landed_by.items():
+        result.skipped.extend(landed_here.skipped)
+        result.normalize_seconds[source] = landed_here.normalize_seconds
+    result.max_user_last_updated = landed_by["users"].max_last_updated
+    result.users_pulled, result.assignments, result.workers = (landed_by[k].items for k in ("users", "assignments", "workers"))
+    result.log_events = landed_by["logs"].items if "logs" in landed_by else 0
     result.pages = dict(seq)
     _land_missing_assigned_users(ctx, okta, result)
     return result
+
+
+def _start_users_process(ctx: SyncContext, seen: set[str]) -> UsersLandingProcess | None:
+    """The users landing process, or None (the run goes on landing users itself) if it cannot start."""
+    s = ctx.settings
+    try:
+        return UsersLandingProcess(ctx.engine.url.render_as_string(hide_password=False), ctx.run_id,
+                                   valid_roles=s.valid_role_set, image_url_attribute=s.image_url_attribute,
+                                   seen=seen)
+    except LandingProcessError as exc:
+        log.warning("%s; landing the users in this process instead", exc)
+        return None
+
+
+def _merged(here: Landed, there: Landed) -> Landed:
+    """This process's landing of a listing plus the landing process's."""
+    latest = max(filter(None, [here.max_last_updated, there.max_last_updated]), default=None)
+    return Landed(here.items + there.items, here.skipped + there.skipped, latest,
+                  here.normalize_seconds + there.normalize_seconds)
 
 
 def _land_log_events(conn, run_id: str, events) -> int:
@@ -257,8 +281,6 @@ def _land_log_events(conn, run_id: str, events) -> int:
 
 LANDERS = {"users": staging_db.land_users, "assignments": staging_db.land_assignments, "workers": staging_db.land_workers,
            "logs": _land_log_events}
-_KEY = {"users": lambda r: r.okta_user_id, "assignments": lambda r: r.okta_user_id, "workers": lambda r: r.worker_sid,
-        "logs": lambda e: e.uuid}
 
 
 # A worker whose date_updated lies this long before the last run's start cannot have changed
@@ -328,15 +350,6 @@ def log_window(engine: Engine, settings: Settings, started_at: datetime) -> date
     return max(floor, previous["started_at"] - timedelta(seconds=settings.incremental_overlap_seconds))
 
 
-def _dedupe(source: str, records: list, seen: set[str]) -> tuple[list, list[str]]:
-    """Keep the last record per key on a page; report keys already landed from earlier pages."""
-    key = _KEY[source]
-    latest = {key(r): r for r in records}
-    replaced = [k for k in latest if k in seen]
-    seen.update(latest)
-    return list(latest.values()), replaced
-
-
 def _land_missing_assigned_users(ctx: SyncContext, okta, result: ExtractResult) -> None:
     """An incremental pull may not list an assigned user the mirror has never seen: fetch them."""
     if ctx.full:
@@ -390,7 +403,7 @@ def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = 
         previous = runs_db.last_run(conn, org_url=ctx.org_url)
         if extracted.landed_assignments is not None and extracted.landed_workers is not None:
             assignments = extracted.landed_assignments
-            workers = sorted(extracted.landed_workers.values(), key=_KEY["workers"])
+            workers = sorted(extracted.landed_workers.values(), key=KEYS["workers"])
         else:
             assignments = staging_db.staged_assignments(conn, ctx.run_id)
             workers = staging_db.staged_worker_list(conn, ctx.run_id)

@@ -60,7 +60,9 @@ def landing(engine: Engine) -> Iterator[Connection]:
         raw = conn.connection.driver_connection
         raw.execute("PRAGMA wal_autocheckpoint=0")
         try:
-            yield conn
+            # IMMEDIATE: each batch takes the write lock as it begins, so two processes landing
+            # one run (see jobs.landing) queue for it instead of one failing on a stale snapshot.
+            yield conn.execution_options(immediate=True)
         finally:
             try:
                 raw.execute("PRAGMA wal_autocheckpoint=1000")  # SQLite's default, which nothing else changes
