@@ -556,13 +556,15 @@ class RetryingSession:
             return self._buckets.setdefault(key, RateLimitState())
 
     def request(self, method: str, url: str, *, expect_json: bool = True,
-                check: Callable[[Any], None] | None = None, **kwargs) -> Result:
+                check: Callable[[Any], None] | None = None, failed: ApiError | None = None, **kwargs) -> Result:
         """Send until success or a final error.
 
         Failures (5xx, timeouts, dropped connections, malformed bodies) allow `1 + max_retries`
         attempts in all.  A 429 is the server asking us to wait, not a failure: throttled
         attempts are bounded by the total time spent waiting on them instead.
         `check` validates the parsed body; a `ValueError` from it makes the attempt retriable.
+        `failed`: the first attempt was already made elsewhere and failed so (a page read ahead
+        whose body was garbled): this call is its retry, with the backoff and count of one.
         Raises `AuthError`, `NotFoundError`, `ConflictError`, `ApiError` or `RetriesExhausted`.
         """
         request = self.client.build_request(method, url, **kwargs)
@@ -570,6 +572,14 @@ class RetryingSession:
         bucket = self.bucket(endpoint)
         failures = throttled = 0
         throttle_waited = 0.0
+        if failed is not None:
+            failures = 1
+            decision = classify(None, failed, attempt=failures, now=self.clock(), rng=self.rng)
+            if not decision.retriable:
+                raise failed
+            if failures > self.max_retries:
+                raise self._exhausted(method, endpoint, None, failed, decision, failures)
+            self._wait_before_retry(method, endpoint, None, decision, failures, 1 + self.max_retries)
         share = self.shares.share(rate_limit_bucket(endpoint)) if self.shares is not None else None
         while True:
             self._pace(bucket, endpoint)
@@ -652,6 +662,11 @@ class RetryingSession:
             # Error pages (often from proxies or injected faults) carry unreliable budget headers.
             bucket.update(response.headers, self.clock())
         return response, None
+
+    def parse_json(self, response: httpx.Response, check: Callable[[Any], None] | None = None) -> Any:
+        """The JSON body of a response `request(..., expect_json=False)` returned, checked by
+        `check` as `request` would have; `MalformedResponseError` when it is not that."""
+        return self._parse(response, response.request.url.path, True, check)
 
     def _parse(self, response: httpx.Response, endpoint: str, expect_json: bool,
                check: Callable[[Any], None] | None) -> Any:

@@ -11,6 +11,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -231,6 +232,39 @@ def _dict_items(body: list, endpoint: str) -> list[dict]:
     return items
 
 
+class _ReadAhead:
+    """One page requested ahead of the one being handled, on a thread of its own.
+
+    `start(url)` sends the request for `url` (the `Link` of the page just received); `take(url)`
+    returns the response for `url`: the one requested ahead when it is for that very URL, else
+    a new request.  Responses come back with their body read, not yet parsed or checked: the
+    caller parses, and when the body is not what the contract promises it asks for that page
+    again, so a garbled page costs one more request and changes nothing else.  A failure of the
+    request ahead (retries exhausted, a rejected credential) is raised by `take`, exactly as
+    the request would have raised it without reading ahead."""
+
+    def __init__(self, session: RetryingSession):
+        self._session = session
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="okta-read-ahead")
+        self._url: str | None = None
+        self._future: Future | None = None
+
+    def start(self, url: str | None) -> None:
+        self._url = url
+        self._future = self._pool.submit(self._session.request, "GET", url, expect_json=False) if url else None
+        if self._future is not None:
+            time.sleep(0)  # let go of the interpreter lock, so the request goes out before this page is parsed
+
+    def take(self, url: str, params: dict[str, Any] | None) -> httpx.Response:
+        if self._future is not None and url == self._url and not params:
+            future, self._future = self._future, None
+            return future.result().response
+        return self._session.request("GET", url, params=params, expect_json=False).response
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 # --- client --------------------------------------------------------------------------------
 
 class OktaClient:
@@ -309,10 +343,12 @@ class OktaClient:
         """
         if updated_since is not None:
             since = okta_timestamp(updated_since)
-            yield from self._iter_pages("/api/v1/users", {"limit": limit, "filter": f'lastUpdated gt "{since}"'})
+            yield from self._iter_pages("/api/v1/users", {"limit": limit, "filter": f'lastUpdated gt "{since}"'},
+                                        read_ahead=True)
             return
-        yield from self._iter_pages("/api/v1/users", {"limit": limit})
-        yield from self._iter_pages("/api/v1/users", {"limit": limit, "filter": 'status eq "DEPROVISIONED"'})
+        yield from self._iter_pages("/api/v1/users", {"limit": limit}, read_ahead=True)
+        yield from self._iter_pages("/api/v1/users", {"limit": limit, "filter": 'status eq "DEPROVISIONED"'},
+                                    read_ahead=True)
 
     def iter_app_user_pages(self, app_id: str, *, limit: int = 500, expand_user: bool = False) -> Iterator[Page]:
         """The app's assignments (`AppUser`: `id` is the Okta user id)."""
@@ -363,31 +399,59 @@ class OktaClient:
 
     # --- pagination -------------------------------------------------------------------------
 
-    def _iter_pages(self, path: str, params: dict[str, Any], *, stop_on_empty: bool = False) -> Iterator[Page]:
+    def _iter_pages(self, path: str, params: dict[str, Any], *, stop_on_empty: bool = False,
+                    read_ahead: bool = False) -> Iterator[Page]:
+        """Follow `rel="next"` from `path`.  With `read_ahead`, the next page is requested as soon
+        as a page's `Link` header is read, before its body is parsed and handed on, so Okta
+        works on page N+1 while this side handles page N (see `_ReadAhead`)."""
         url: str | None = path
         query: dict[str, Any] | None = params
         visited: set[str] = set()
         empty_in_a_row = 0
-        while url:
-            result = self._session.request("GET", url, params=query, check=_expect_list)
-            response = result.response
-            current = str(response.request.url)
-            visited.add(current)
-            items = _dict_items(result.body, path)
-            yield Page(items=items, raw=response.content, url=redact_url(current),
-                       fetched_at=utc_from_epoch(self.clock()),
-                       request_id=response.headers.get(REQUEST_ID_HEADER), dropped=len(result.body) - len(items))
-            url, query = self._next_url(response, visited, path), None
-            if url and not items:
-                if stop_on_empty:
-                    return
-                empty_in_a_row += 1
-                if empty_in_a_row >= MAX_EMPTY_PAGES:
-                    raise PaginationError(f"Okta GET {path} returned {empty_in_a_row} empty pages in a row "
-                                          f"that still link to a next page; refusing to continue",
-                                          endpoint=path, request_id=response.headers.get(REQUEST_ID_HEADER))
-            else:
-                empty_in_a_row = 0
+        ahead = _ReadAhead(self._session) if read_ahead else None
+        try:
+            while url:
+                if ahead is None:
+                    result = self._session.request("GET", url, params=query, check=_expect_list)
+                    response, body = result.response, result.body
+                    visited.add(str(response.request.url))
+                    following = self._next_url(response, visited, path)
+                else:
+                    response = ahead.take(url, query)
+                    visited.add(str(response.request.url))
+                    following = self._next_url(response, visited, path)
+                    ahead.start(following)
+                    try:
+                        body = self._session.parse_json(response, _expect_list)
+                    except MalformedResponseError as garbled:
+                        # As a listing that does not read ahead would: back off, ask for this
+                        # page again until its body is whole, read ahead again if its Link differs.
+                        result = self._session.request("GET", url, params=query, check=_expect_list, failed=garbled)
+                        response, body = result.response, result.body
+                        visited.add(str(response.request.url))
+                        confirmed = self._next_url(response, visited, path)
+                        if confirmed != following:
+                            following = confirmed
+                            ahead.start(following)
+                current = str(response.request.url)
+                items = _dict_items(body, path)
+                yield Page(items=items, raw=response.content, url=redact_url(current),
+                           fetched_at=utc_from_epoch(self.clock()),
+                           request_id=response.headers.get(REQUEST_ID_HEADER), dropped=len(body) - len(items))
+                url, query = following, None
+                if url and not items:
+                    if stop_on_empty:
+                        return
+                    empty_in_a_row += 1
+                    if empty_in_a_row >= MAX_EMPTY_PAGES:
+                        raise PaginationError(f"Okta GET {path} returned {empty_in_a_row} empty pages in a row "
+                                              f"that still link to a next page; refusing to continue",
+                                              endpoint=path, request_id=response.headers.get(REQUEST_ID_HEADER))
+                else:
+                    empty_in_a_row = 0
+        finally:
+            if ahead is not None:
+                ahead.close()
 
     def _next_url(self, response: httpx.Response, visited: set[str], path: str) -> str | None:
         target = next_link(response)

@@ -399,7 +399,7 @@ def _check_shrink(previous: dict | None, current: dict, *, full: bool, percent: 
 def publish(ctx: SyncContext, extracted: ExtractResult, *, allow_shrink: bool = False) -> PublishResult:
     """One transaction: shrink guard, user mirror, role history, findings, watermark, run status."""
     s = ctx.settings
-    with ctx.engine.begin() as conn:
+    with staging_db.checkpointing_meanwhile(ctx.engine), ctx.engine.begin() as conn:
         previous = runs_db.last_run(conn, org_url=ctx.org_url)
         if extracted.landed_assignments is not None and extracted.landed_workers is not None:
             assignments = extracted.landed_assignments

@@ -109,6 +109,10 @@ staged_app_assignments = Table(
     Column("problems", Text, nullable=False, default=""),
     PrimaryKeyConstraint("run_id", "okta_user_id"),
 )
+# Publish counts and samples a run's staged records with problems (a handful among 1M rows).
+for _staged in (staged_okta_users, staged_app_assignments):
+    Index(f"ix_{_staged.name}_problems", _staged.c.run_id, _staged.c.okta_user_id,
+          sqlite_where=_staged.c.problems != "", postgresql_where=_staged.c.problems != "")
 
 staged_workers = Table(
     "staged_workers",

@@ -72,7 +72,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 # The newest migration's revision id (a test checks it against the migrations directory).
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 
 def current_revision(engine: Engine) -> str | None:

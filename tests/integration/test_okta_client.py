@@ -725,3 +725,82 @@ def test_live_pull_through_another_name_for_the_host(simulator, caplog):
         renamed = pull_okta(client, simulator.flex_app_id)
     assert renamed == direct and len(direct[0]) > 200
     assert len([r for r in caplog.records if "another host (127.0.0.1)" in r.getMessage()]) == 2  # users, apps
+
+
+# --- reading ahead (issue 17): the users listing asks for page N+1 before handing page N on --
+
+class GarbledOnce(FakeOkta):
+    """Serves the users listing in pages of 2; the first answer for page `at` (a cursor) is a 200
+    whose body is not JSON, with the given Link header (None: no Link at all)."""
+
+    def __init__(self, users, *, at: str, link: str | None):
+        super().__init__(users)
+        self.at, self.link, self.garbled = at, link, 0
+
+    def route(self, request):
+        if request.url.params.get("after") == self.at and not self.garbled:
+            self.garbled += 1
+            headers = {"Link": self.link.format(self=request.url)} if self.link is not None else {}
+            return httpx.Response(200, text='[{"id": "00u0003", "prof', headers=headers)
+        return super().route(request)
+
+
+def _cursors(fake) -> list[str]:
+    return [r.url.params.get("after", "-") for r in fake.requests if r.url.path == "/api/v1/users"]
+
+
+@pytest.mark.parametrize("link,requests", [
+    # the garbled page still links onward: the page read ahead is used, one request more in all
+    ('<{self}>; rel="self", </api/v1/users?limit=2&after=cur4>; rel="next"', ["-", "cur2", "cur4", "cur2", "-"]),
+    # no Link on the garbled answer: the listing must not end there
+    (None, ["-", "cur2", "cur2", "cur4", "-"]),
+    # a Link somewhere else: what was read ahead from it is dropped, the listing goes on from the real one
+    ('</api/v1/users?limit=2&after=cur0>; rel="next"', ["-", "cur2", "cur0", "cur2", "cur4", "-"]),
+])
+def test_a_garbled_page_read_ahead_is_asked_for_again_and_nothing_else_changes(link, requests):
+    ft = FakeTime()
+    fake = GarbledOnce([user(n) for n in range(1, 6)], at="cur2", link=link)
+    with make_client(fake, ft) as client:
+        assert ids(client.iter_user_pages(limit=2)) == ["00u0001", "00u0002", "00u0003", "00u0004", "00u0005"]
+    assert fake.garbled == 1
+    # The last "-" is the DEPROVISIONED listing's first page (it has none of them).  The page
+    # read ahead and the page asked for again are in flight together: their order varies.
+    assert sorted(_cursors(fake)) == sorted(requests)
+    assert client.stats.retries == 1 and len(ft.sleeps) == 1 and 0 < ft.sleeps[0] <= 0.5
+
+
+def test_the_next_page_is_asked_for_before_this_one_is_handed_on():
+    import threading
+
+    asked_for_page_2 = threading.Event()
+
+    class Watching(FakeOkta):
+        def route(self, request):
+            if request.url.params.get("after") == "cur2":
+                asked_for_page_2.set()
+            return super().route(request)
+
+    fake = Watching([user(n) for n in range(1, 6)])
+    with make_client(fake) as client:
+        pages = client.iter_user_pages(limit=2)
+        first = next(pages)
+        assert [u["id"] for u in first.items] == ["00u0001", "00u0002"]
+        assert asked_for_page_2.wait(5), "page 2 was not requested while page 1 was being handled"
+        assert [u["id"] for p in pages for u in p.items] == ["00u0003", "00u0004", "00u0005"]
+
+
+def test_a_failure_of_the_page_read_ahead_is_the_listings_failure():
+    class Revoked(FakeOkta):
+        def route(self, request):
+            if request.url.params.get("after") == "cur2":
+                return httpx.Response(401, json={"errorCode": "E0000011", "errorSummary": "Invalid token provided"},
+                                      headers={"X-Okta-Request-Id": "req-401"})
+            return super().route(request)
+
+    fake = Revoked([user(n) for n in range(1, 6)])
+    with make_client(fake) as client:
+        pages = client.iter_user_pages(limit=2)
+        assert [u["id"] for u in next(pages).items] == ["00u0001", "00u0002"]
+        with pytest.raises(AuthError, match="req-401"):
+            next(pages)
+    assert _cursors(fake) == ["-", "cur2"]
