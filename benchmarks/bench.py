@@ -162,6 +162,7 @@ def fill(result: Result, run: dict) -> Result:
         "workers": counts.get("workers"), "users_pulled": counts.get("users_pulled"),
         "findings": counts.get("findings"), "load_average": run["load_average"],
         "stage_cpu": run.get("stage_cpu") or {},
+        "landing_process_rss_mb": run.get("landing_process_rss_mb"),
     })
     users = counts.get("okta_users")
     if users:
@@ -476,7 +477,10 @@ def describe(r: Result) -> str:
     per_k = r.details.get("stage_cpu_per_1000_users")
     if per_k:
         lines.append("CPU s per 1,000 users: " + ", ".join(f"{k} {v:.4f}" for k, v in per_k.items())
-                     + " (process CPU during each stage, listing threads included)")
+                     + " (process CPU during each stage, listing threads and the users landing process included)")
+    if r.details.get("landing_process_rss_mb"):
+        lines.append(f"peak RSS: the run and its users landing process together, sampled every 20 ms (the landing "
+                     f"process alone peaked at {r.details['landing_process_rss_mb']:.0f} MB)")
     if r.details.get("floor_wall") is not None:
         lines.append(f"floor (bare client, same listings, timed alone): {r.details['floor_wall']:.2f} s wall, "
                      f"{r.details['floor_cpu']:.2f} s CPU (walks {r.details['floor_walls']}); "

@@ -88,3 +88,25 @@ def test_wal_left_on_disk_is_capped(engine):
     with engine.connect() as conn:
         limit = int(conn.connection.driver_connection.execute("PRAGMA journal_size_limit").fetchone()[0])
     assert limit == 64 * 1024 * 1024
+
+
+def test_publish_checkpoints_what_landing_deferred_on_a_thread_of_its_own(engine):
+    """`checkpointing_meanwhile` copies the WAL that landing left into the database file while
+    the caller works (the caller's own transaction stays open throughout)."""
+    from pathlib import Path
+
+    if engine.dialect.name != "sqlite":
+        with staging_db.checkpointing_meanwhile(engine):  # nothing to do, nothing raised
+            pass
+        return
+    run_id = _open(engine)
+    with staging_db.landing(engine) as conn:
+        for seq in range(1, 41):
+            with conn.begin():
+                staging_db.land_raw_page(conn, run_id, "users", seq, url="/u", fetched_at=STARTED, item_count=301,
+                                         body_gz=bytes(range(256)) * 200)  # 51 kB that do not compress
+    database = Path(engine.url.database)
+    before = database.stat().st_size
+    with staging_db.checkpointing_meanwhile(engine), engine.begin() as conn:
+        conn.execute(select(raw_pages.c.seq).limit(1)).all()
+    assert before < 1_000_000 < database.stat().st_size  # ~2 MB of pages moved out of the WAL
