@@ -129,6 +129,7 @@ class _WirePage:
 
 _END = "end"
 _COMMIT_EVERY_PAGES = 8  # the child commits after this many pages (the run's consumer: up to 8 per batch)
+_CHILD_CACHE_KIB = 8192
 _QUEUE_PAGES = 32  # pages waiting for the child (~7 MB at Okta's 200 users a page) before the consumer waits
 
 
@@ -296,6 +297,9 @@ def _child(stdin, stdout) -> int:
         landed = Landed()
         engine = make_engine(config["database_url"])
         with staging_db.landing(engine) as conn:
+            if conn.dialect.name == "sqlite":
+                # Appending needs little cache: 8 MiB instead of the run's 64 (56 MB less at 1M users).
+                conn.connection.driver_connection.execute(f"PRAGMA cache_size=-{_CHILD_CACHE_KIB}")
             # IMMEDIATE: take the write lock when the batch starts (the run's own process may be
             # landing assignments or workers at the same moment; SQLite then waits its turn).
             conn = conn.execution_options(immediate=True)
