@@ -130,6 +130,7 @@ class _WirePage:
 _END = "end"
 _COMMIT_EVERY_PAGES = 8  # the child commits after this many pages (the run's consumer: up to 8 per batch)
 _CHILD_CACHE_KIB = 8192
+_WITHHELD_ENV = ("OKTA_", "TWILIO_", "TASKROUTER_", "DATABASE_URL", "PREFECT_API_KEY")
 _QUEUE_PAGES = 32  # pages waiting for the child (~7 MB at Okta's 200 users a page) before the consumer waits
 
 
@@ -142,7 +143,9 @@ class UsersLandingProcess:
 
     def __init__(self, database_url: str, run_id: str, *, valid_roles: frozenset[str], image_url_attribute: str,
                  seen: set[str]):
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # It needs no credentials: Okta and Twilio settings stay with the run, and the database
+        # URL (it may hold a password) goes through the pipe, never the command line or environment.
+        env = {k: v for k, v in os.environ.items() if not k.upper().startswith(_WITHHELD_ENV)}
         try:
             self._proc = subprocess.Popen([sys.executable, "-m", "okta_flex_sync.jobs.landing"], stdin=subprocess.PIPE,
                                           stdout=subprocess.PIPE, env=env)
@@ -154,7 +157,6 @@ class UsersLandingProcess:
         self._error: BaseException | None = None
         self._outbox: queue.Queue = queue.Queue(maxsize=_QUEUE_PAGES)
         self._done = threading.Event()
-        # The database URL (it may hold a password) goes through the pipe, never the command line.
         self._outbox.put({"database_url": database_url, "run_id": run_id, "valid_roles": sorted(valid_roles),
                           "image_url_attribute": image_url_attribute, "seen": list(seen)})
         self._sender = threading.Thread(target=self._send, name="users-landing-send", daemon=True)

@@ -32,11 +32,15 @@ REPEATED: list[str] = []  # ids the last users page lists again
 
 
 class CountingProcess(landing.UsersLandingProcess):
-    """The real landing process, counting the pages it was handed."""
+    """The real landing process, counting the pages it was handed and reading its environment."""
 
     submitted: list[int] = []
+    environment: list[str] = []
 
     def submit(self, seq, page):
+        if not CountingProcess.submitted:
+            with open(f"/proc/{self._proc.pid}/environ", "rb") as f:
+                CountingProcess.environment = [v.decode(errors="replace") for v in f.read().split(b"\0") if v]
         super().submit(seq, page)
         CountingProcess.submitted.append(seq)
 
@@ -97,6 +101,8 @@ def test_landing_process_lands_what_the_run_would_have(fresh_simulator, database
     first = CountingProcess.submitted[0]
     assert 4 <= first <= 11 and CountingProcess.submitted == list(range(first, pages + 1))
     assert state["counts"]["users_pulled"] == 300
+    names = {v.split("=", 1)[0] for v in CountingProcess.environment}
+    assert "PATH" in names and not names & {"OKTA_API_TOKEN", "TWILIO_AUTH_TOKEN", "DATABASE_URL", "OKTA_ORG_URL"}
     suspended = _staged(database_url, handed.run_id, status="SUSPENDED")
     assert len(REPEATED) == 5 and set(REPEATED) <= set(suspended)  # page 1 (here), last page (there): the later wins
     reasons = [s["reason"] for s in state["counts"]["skipped_sample"] if s["source"] == "users"]
