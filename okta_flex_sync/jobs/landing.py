@@ -166,19 +166,23 @@ class UsersLandingProcess:
 
     def submit(self, seq: int, page) -> None:
         """Queue one users page (a `clients.http.Page`) as landing page number `seq`."""
+        self._put((seq, page.url, page.fetched_at, page.raw))
+        self.pages += 1
+
+    def _put(self, item) -> None:
+        """Queue `item`, waiting while the queue is full, unless the child has failed or died
+        (then nothing would ever take it)."""
         self._raise_if_failed()
-        item = (seq, page.url, page.fetched_at, page.raw)
         while True:
             try:
                 self._outbox.put(item, timeout=0.5)
-                break
+                return
             except queue.Full:
                 self._raise_if_failed()
-        self.pages += 1
 
     def finish(self, timeout: float | None = None) -> Landed:
         """Wait until the child has landed and committed every page; its totals."""
-        self._outbox.put(_END)
+        self._put(_END)
         self._done.wait(timeout)
         self._proc.wait(timeout=30)
         self._raise_if_failed()
