@@ -259,7 +259,12 @@ class _ReadAhead:
         if self._future is not None and url == self._url and not params:
             future, self._future = self._future, None
             return future.result().response
-        return self._session.request("GET", url, params=params, expect_json=False).response
+        return self.request(url, params=params, expect_json=False).response
+
+    def request(self, url: str, **kwargs):
+        """`session.request("GET", url, ...)` on the read-ahead thread: every request of the
+        listing leaves from one thread, so rate-limit pacing sees one caller, not two."""
+        return self._pool.submit(self._session.request, "GET", url, **kwargs).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -426,7 +431,7 @@ class OktaClient:
                     except MalformedResponseError as garbled:
                         # As a listing that does not read ahead would: back off, ask for this
                         # page again until its body is whole, read ahead again if its Link differs.
-                        result = self._session.request("GET", url, params=query, check=_expect_list, failed=garbled)
+                        result = ahead.request(url, params=query, check=_expect_list, failed=garbled)
                         response, body = result.response, result.body
                         visited.add(str(response.request.url))
                         confirmed = self._next_url(response, visited, path)
