@@ -129,7 +129,7 @@ class _WirePage:
 
 _END = "end"
 _COMMIT_EVERY_PAGES = 8  # the child commits after this many pages (the run's consumer: up to 8 per batch)
-_CHILD_CACHE_KIB = 8192
+_CHILD_CACHE_PRAGMA = "PRAGMA cache_size=-8192"  # KiB
 _WITHHELD_ENV = ("OKTA_", "TWILIO_", "TASKROUTER_", "DATABASE_URL", "PREFECT_API_KEY")
 _QUEUE_PAGES = 32  # pages waiting for the child (~7 MB at Okta's 200 users a page) before the consumer waits
 
@@ -305,7 +305,7 @@ def _child(stdin, stdout) -> int:
         with staging_db.landing(engine) as conn:
             if conn.dialect.name == "sqlite":
                 # Appending needs little cache: 8 MiB instead of the run's 64 (56 MB less at 1M users).
-                conn.connection.driver_connection.execute(f"PRAGMA cache_size=-{_CHILD_CACHE_KIB}")
+                conn.connection.driver_connection.execute(_CHILD_CACHE_PRAGMA)
             # IMMEDIATE: take the write lock when the batch starts (the run's own process may be
             # landing assignments or workers at the same moment; SQLite then waits its turn).
             conn = conn.execution_options(immediate=True)
