@@ -419,11 +419,9 @@ class OktaClient:
                 if ahead is None:
                     result = self._session.request("GET", url, params=query, check=_expect_list)
                     response, body = result.response, result.body
-                    visited.add(str(response.request.url))
                     following = self._next_url(response, visited, path)
                 else:
                     response = ahead.take(url, query)
-                    visited.add(str(response.request.url))
                     following = self._next_url(response, visited, path)
                     ahead.start(following)
                     try:
@@ -433,7 +431,6 @@ class OktaClient:
                         # page again until its body is whole, read ahead again if its Link differs.
                         result = ahead.request(url, params=query, check=_expect_list, failed=garbled)
                         response, body = result.response, result.body
-                        visited.add(str(response.request.url))
                         confirmed = self._next_url(response, visited, path)
                         if confirmed != following:
                             following = confirmed
@@ -459,6 +456,9 @@ class OktaClient:
                 ahead.close()
 
     def _next_url(self, response: httpx.Response, visited: set[str], path: str) -> str | None:
+        """Where to go after `response` (recorded in `visited`), or None: no next link, or one
+        back to a page already read."""
+        visited.add(str(response.request.url))
         target = next_link(response)
         if target is None:
             return None

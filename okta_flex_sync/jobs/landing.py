@@ -38,6 +38,7 @@ from okta_flex_sync.core import fastjson
 from okta_flex_sync.core.normalize import MalformedRecord, normalize_user
 from okta_flex_sync.storage import staging as staging_db
 from okta_flex_sync.storage.common import storable_text
+from okta_flex_sync.storage.engine import make_engine
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +289,6 @@ def _child(stdin, stdout) -> int:
     """The child's loop: read pages, land them, report, exit.  Pages that arrive back to back
     share a transaction (up to `_COMMIT_EVERY_PAGES`); it is committed before the child waits
     for more, so the write lock is never held while the run's own process needs it to go on."""
-    from okta_flex_sync.storage.engine import make_engine
-
     def send(kind: str, value) -> None:
         pickle.dump((kind, value), stdout, protocol=pickle.HIGHEST_PROTOCOL)
         stdout.flush()
